@@ -1,0 +1,25 @@
+"""Packaging for normalizingflows (tool configuration lives in pyproject.toml)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="normalizingflows",
+    version="0.1.0",
+    description="A catalog of normalizing flows for TensorFlow Probability, trained with Keras.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["normalizingflows", "normalizingflows.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "tf-keras>=2.16",
+        "tensorflow-probability>=0.24",
+        "numpy",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist", "ruff"],
+    },
+    entry_points={"console_scripts": ["normalizingflows=normalizingflows.cli:main"]},
+)
