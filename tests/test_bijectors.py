@@ -1,0 +1,261 @@
+"""Registry-driven harness: every bijector case passes the same checks.
+
+Cases come from `bijector_cases()`; today that is `nf.bijectors.catalog()` x features x dtype.
+To add cases from another source (e.g. the composed bijectors of the catalog flows), append
+`BijectorCase`s in `bijector_cases()`; the per-case checks are plain functions
+(`check_bijector` and the `check_*` helpers it calls) that can be reused elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import normalizingflows as nf
+
+tfb = tfp.bijectors
+
+__all__ = [
+    "BijectorCase",
+    "bijector_cases",
+    "check_bijector",
+    "check_compiled_matches_eager",
+    "check_gradients_reach_variables",
+    "check_log_det_against_autodiff",
+    "check_roundtrip",
+    "fresh",
+    "tolerance",
+]
+
+FEATURES = (1, 2, 3, 5)
+DTYPES = (tf.float32, tf.float64)
+JIT_FEATURES = 3  # XLA is compiled for float32 at this feature count only (keeps the run fast)
+
+
+@dataclasses.dataclass(frozen=True)
+class BijectorCase:
+    """One bijector to check: `make()` returns a fresh bijector over events `[features]`."""
+
+    id: str
+    make: Callable[[], tfb.Bijector]
+    features: int
+    dtype: tf.DType
+    jit: bool = False
+
+
+def bijector_cases() -> list[BijectorCase]:
+    """All cases of the harness (add further sources here)."""
+    cases = []
+    for name, factory in sorted(nf.bijectors.catalog().items()):
+        for features in FEATURES:
+            for dtype in DTYPES:
+                cases.append(
+                    BijectorCase(
+                        id=f"{name}-d{features}-{dtype.name}",
+                        make=lambda f=factory, d=features, t=dtype: f(d, dtype=t, seed=7),
+                        features=features,
+                        dtype=dtype,
+                        jit=dtype == tf.float32 and features == JIT_FEATURES,
+                    )
+                )
+    return cases
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def tolerance(dtype: tf.DType) -> float:
+    """Comparison tolerance: 1e-4 in float32, 1e-8 in float64."""
+    return 1e-4 if tf.as_dtype(dtype) == tf.float32 else 1e-8
+
+
+def fresh(t) -> tf.Tensor:
+    """A new tensor with the same value (TFP caches bijector results by tensor identity)."""
+    return tf.constant(np.asarray(t))
+
+
+def _inputs(features: int, dtype: tf.DType, batch: int = 4, seed: int = 0) -> tf.Tensor:
+    return 1.5 * tf.random.stateless_normal([batch, features], seed=[seed, 11], dtype=dtype)
+
+
+def _assert_close(actual, expected, tol: float, what: str) -> None:
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=tol, atol=tol,
+                               err_msg=what)
+
+
+def _assert_finite(value, what: str) -> None:
+    assert np.all(np.isfinite(np.asarray(value))), f"{what} is not finite: {value}"
+
+
+def _event_ndims(bij: tfb.Bijector) -> int:
+    return bij.forward_min_event_ndims
+
+
+def check_roundtrip(bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor) -> None:
+    """inverse(forward(x)) = x and forward(inverse(y)) = y, all finite."""
+    tol = tolerance(x.dtype)
+    fx = bij.forward(fresh(x))
+    _assert_finite(fx, "forward(x)")
+    _assert_close(bij.inverse(fresh(fx)), x, tol, "inverse(forward(x)) != x")
+    iy = bij.inverse(fresh(y))
+    _assert_finite(iy, "inverse(y)")
+    _assert_close(bij.forward(fresh(iy)), y, tol, "forward(inverse(y)) != y")
+
+
+def _slogdet_of(fn: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> np.ndarray:
+    x = fresh(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        out = fn(x)
+    jac = tape.batch_jacobian(out, x, experimental_use_pfor=False)
+    sign, logabsdet = tf.linalg.slogdet(jac)
+    assert np.all(np.asarray(sign) != 0), "singular Jacobian"
+    return logabsdet.numpy()
+
+
+def check_log_det_against_autodiff(bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor) -> None:
+    """Both log-dets match log|det J| of the autodiff Jacobians and each other."""
+    tol = tolerance(x.dtype)
+    nd = _event_ndims(bij)
+    fldj = bij.forward_log_det_jacobian(fresh(x), event_ndims=nd)
+    _assert_finite(fldj, "forward_log_det_jacobian")
+    assert fldj.shape == x.shape[:-1], f"fldj shape {fldj.shape} != batch {x.shape[:-1]}"
+    _assert_close(fldj, _slogdet_of(bij.forward, x), tol, "fldj != log|det dforward/dx|")
+
+    fx = bij.forward(fresh(x))
+    ildj_at_fx = bij.inverse_log_det_jacobian(fresh(fx), event_ndims=nd)
+    _assert_close(ildj_at_fx, -fldj.numpy(), tol, "ildj(forward(x)) != -fldj(x)")
+
+    ildj = bij.inverse_log_det_jacobian(fresh(y), event_ndims=nd)
+    _assert_finite(ildj, "inverse_log_det_jacobian")
+    assert ildj.shape == y.shape[:-1]
+    _assert_close(ildj, _slogdet_of(bij.inverse, y), tol, "ildj != log|det dinverse/dy|")
+    iy = bij.inverse(fresh(y))
+    fldj_at_iy = bij.forward_log_det_jacobian(fresh(iy), event_ndims=nd)
+    _assert_close(ildj, -fldj_at_iy.numpy(), tol, "ildj(y) != -fldj(inverse(y))")
+
+
+def _all_outputs(bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    nd = _event_ndims(bij)
+    return (
+        bij.forward(x),
+        bij.inverse(y),
+        bij.forward_log_det_jacobian(x, event_ndims=nd),
+        bij.inverse_log_det_jacobian(y, event_ndims=nd),
+    )
+
+
+def check_compiled_matches_eager(
+    bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor, *, jit: bool = False
+) -> None:
+    """tf.function (and, with `jit`, XLA) give the eager numbers for all four methods."""
+    tol = tolerance(x.dtype)
+    eager = _all_outputs(bij, fresh(x), fresh(y))
+    modes = [("tf.function", False)] + ([("jit_compile", True)] if jit else [])
+    for mode, jit_compile in modes:
+        fn = tf.function(lambda a, b: _all_outputs(bij, a, b), jit_compile=jit_compile)
+        compiled = fn(fresh(x), fresh(y))
+        for name, e, c in zip(("forward", "inverse", "fldj", "ildj"), eager, compiled,
+                              strict=True):
+            _assert_close(c, e, tol, f"{mode} {name} != eager")
+
+
+def check_gradients_reach_variables(bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor) -> None:
+    """Every trainable Variable gets a finite, non-zero gradient from outputs and log-dets."""
+    variables = bij.trainable_variables
+    assert variables, "bijector has no trainable variables"
+    weights = 1.0 + tf.random.stateless_uniform(tf.shape(x), seed=[3, 4], dtype=x.dtype)
+    with tf.GradientTape() as tape:
+        out = _all_outputs(bij, fresh(x), fresh(y))
+        loss = (tf.reduce_sum(out[0] * weights) + tf.reduce_sum(out[1] * weights)
+                + tf.reduce_sum(out[2]) + tf.reduce_sum(out[3]))
+    grads = tape.gradient(loss, variables)
+    for var, grad in zip(variables, grads, strict=True):
+        assert grad is not None, f"no gradient reaches {var.name}"
+        grad = tf.convert_to_tensor(grad).numpy()
+        _assert_finite(grad, f"gradient of {var.name}")
+        assert np.any(grad != 0), f"zero gradient for {var.name}"
+
+
+def check_bijector(
+    bij: tfb.Bijector, x: tf.Tensor, y: tf.Tensor | None = None, *, jit: bool = False
+) -> None:
+    """All harness checks for one bijector at inputs `x` (base side) and `y` (data side)."""
+    if y is None:
+        y = 1.2 * tf.random.stateless_normal(tf.shape(x), seed=[5, 6], dtype=x.dtype)
+    check_roundtrip(bij, x, y)
+    check_log_det_against_autodiff(bij, x, y)
+    check_compiled_matches_eager(bij, x, y, jit=jit)
+    check_gradients_reach_variables(bij, x, y)
+
+
+# ----------------------------------------------------------------------------- tests
+
+CASES = bijector_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bijector_case(case: BijectorCase) -> None:
+    bij = case.make()
+    assert isinstance(bij, tfb.Bijector)
+    assert bij.dtype == case.dtype
+    check_bijector(bij, _inputs(case.features, case.dtype), jit=case.jit)
+
+
+@pytest.mark.parametrize("case", CASES[::2], ids=[c.id for c in CASES[::2]])
+def test_bijector_batch_size_one_and_batch_shapes(case: BijectorCase) -> None:
+    bij = case.make()
+    tol = tolerance(case.dtype)
+    x1 = _inputs(case.features, case.dtype, batch=1, seed=1)
+    check_roundtrip(bij, x1, 0.7 * x1 + 0.1)
+    check_log_det_against_autodiff(bij, x1, 0.7 * x1 + 0.1)
+    # A rank-3 batch [2, 3, D] gives log-dets of shape [2, 3] equal to the flattened ones.
+    x = tf.reshape(_inputs(case.features, case.dtype, batch=6, seed=2), [2, 3, case.features])
+    fldj = bij.forward_log_det_jacobian(fresh(x), event_ndims=1)
+    assert fldj.shape == (2, 3)
+    flat = bij.forward_log_det_jacobian(fresh(tf.reshape(x, [6, case.features])), event_ndims=1)
+    _assert_close(tf.reshape(fldj, [6]), flat, tol, "fldj of a rank-3 batch")
+    y = bij.forward(fresh(x))
+    assert y.shape == x.shape
+    _assert_close(bij.inverse(fresh(y)), x, tol, "inverse of a rank-3 batch")
+    # Unbatched single event.
+    assert bij.forward(fresh(x[0, 0])).shape == (case.features,)
+
+
+def test_catalog_entries() -> None:
+    cat = nf.bijectors.catalog()
+    assert set(cat) == {"planar", "planar_leaky_relu", "radial", "batch_norm", "act_norm"}
+    for name, factory in cat.items():
+        a = factory(3, seed=1)
+        b = factory(3, seed=1)
+        assert a.dtype == tf.float32 and factory(3, dtype=tf.float64).dtype == tf.float64
+        for va, vb in zip(a.variables, b.variables, strict=True):
+            np.testing.assert_array_equal(va.numpy(), vb.numpy(), err_msg=f"{name} not seeded")
+        # Non-trivial: the map is not the identity.
+        x = _inputs(3, tf.float32)
+        assert np.max(np.abs(a.forward(x) - x)) > 1e-2, f"{name} is trivially the identity"
+
+
+def test_new_classmethods_share_one_signature() -> None:
+    for cls in (nf.bijectors.Planar, nf.bijectors.Radial, nf.bijectors.BatchNorm,
+                nf.bijectors.ActNorm):
+        bij = cls.new(4, dtype=tf.float64, seed=3, name=f"my_{cls.__name__.lower()}")
+        assert bij.dtype == tf.float64
+        assert bij.name == f"my_{cls.__name__.lower()}"
+        assert all(v.dtype == tf.float64 for v in bij.trainable_variables)
+        with pytest.raises(ValueError, match="features"):
+            cls.new(0)
+
+
+@pytest.mark.parametrize("name", sorted(nf.bijectors.catalog()))
+def test_wrong_feature_count_is_a_clear_error(name: str) -> None:
+    bij = nf.bijectors.catalog()[name](3)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
+        bij.forward(tf.zeros([2, 4]))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 3\]"):
+        bij.inverse(tf.zeros([2, 4]))
