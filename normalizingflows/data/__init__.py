@@ -1,6 +1,28 @@
-"""Datasets: toy sets, energies and real benchmark data behind one ``load(name)``."""
+"""Datasets: toy sets, energies and real benchmark data behind one ``load(name)``.
 
-from . import toy
+``load(name, data_dir=..., seed=..., **options)`` returns :class:`Splits`; ``names()`` lists
+the datasets. Real data: ``power``, ``gas``, ``hepmass``, ``miniboone`` (:mod:`.uci`),
+``bsds300`` (:mod:`.bsds300`), ``mnist`` (:mod:`.mnist`), ``celeba`` (:mod:`.celeba`). Image
+preprocessing (dequantisation, logit, bits/dim) is in :mod:`.preprocess`; :func:`as_dataset`
+turns arrays or splits into batched ``tf.data`` pipelines. Files, sources and checksums are
+listed in ``data/README.md``.
+"""
+
+from . import bsds300, celeba, download, files, mnist, preprocess, toy, uci
+from .files import (
+    ChecksumError,
+    DataError,
+    DataFormatError,
+    MissingDataError,
+    PickleRefusedError,
+    UnsafeArchiveError,
+)
+from .pipeline import as_dataset
 from .registry import Splits, data_dir, load, names, register
 
-__all__ = ["Splits", "data_dir", "load", "names", "register", "toy"]
+__all__ = [
+    "Splits", "data_dir", "load", "names", "register", "as_dataset",
+    "toy", "uci", "bsds300", "mnist", "celeba", "preprocess", "download", "files",
+    "DataError", "MissingDataError", "ChecksumError", "DataFormatError", "UnsafeArchiveError",
+    "PickleRefusedError",
+]

@@ -73,7 +73,8 @@ def names() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load(name: str, *, data_dir: str | os.PathLike | None = None, seed: int = 0, **options: Any) -> Splits:
+def load(name: str, *, data_dir: str | os.PathLike | None = None, seed: int = 0,
+         **options: Any) -> Splits:
     """Load dataset ``name`` as :class:`Splits`.
 
     Args:
