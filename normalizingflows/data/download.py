@@ -145,6 +145,9 @@ def download(url: str, dest: str | os.PathLike, *, checksum: str | None = None,
                 bar.close()
                 raise _offline_error(url, dest, e, partial=part) from e
             bar.close()
+            if total is not None and bar.done < total:
+                raise _offline_error(url, dest, OSError(
+                    f"connection closed after {bar.done:,} of {total:,} bytes"), partial=part)
     if checksum is not None and not verify_checksum(part, checksum):
         algo, want = _split_checksum(checksum)
         got = file_digest(part, algo)
