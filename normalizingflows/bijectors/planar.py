@@ -225,9 +225,12 @@ class Planar(tfb.Bijector):
         u = tf.convert_to_tensor(self._u)
         b = tf.convert_to_tensor(self._b)
         wu = tf.reduce_sum(w * u)
-        one_plus_c = tf.math.softplus(wu)  # = 1 + m(w . u) > 0, without cancellation
+        w_sq = tf.reduce_sum(tf.square(w))
+        # 1 + c = 1 + m(w . u) = softplus(w . u) > 0, without cancellation. For w = 0 the map
+        # is a pure shift and c = w . u_hat = 0.
+        one_plus_c = tf.where(w_sq > 0, tf.math.softplus(wu), tf.ones_like(wu))
         c = one_plus_c - 1.0
-        u_hat = u + (c - wu) * tf.math.divide_no_nan(w, tf.reduce_sum(tf.square(w)))
+        u_hat = u + (c - wu) * tf.math.divide_no_nan(w, w_sq)
         return w, u_hat, b, c, one_plus_c
 
     def _check_event(self, x: tf.Tensor, arg: str) -> None:

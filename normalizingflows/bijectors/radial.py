@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -218,10 +219,11 @@ class Radial(tfb.Bijector):
 
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         self._check_event(x, "x")
-        z0, alpha, beta, _ = self._params()
+        z0, alpha, _, alpha_plus_beta = self._params()
         d = x - z0
         r = _safe_norm(d)
-        return x + beta * d / (alpha + r)
+        # z + beta d / (alpha + r) = z0 + d (alpha + beta + r) / (alpha + r), cancellation-free.
+        return z0 + d * ((alpha_plus_beta + r) / (alpha + r))
 
     def _forward_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
         self._check_event(x, "x")
@@ -242,7 +244,9 @@ class Radial(tfb.Bijector):
         z0, alpha, _, alpha_plus_beta = self._params()
         d = y - z0
         r = self._radius_from_output(_safe_norm(d), alpha, alpha_plus_beta)
-        return z0 + d * (alpha + r) / (alpha_plus_beta + r)
+        # The floor only matters where softplus(beta_raw) underflows and y = z0 exactly.
+        tiny = np.finfo(y.dtype.as_numpy_dtype).tiny
+        return z0 + d * ((alpha + r) / tf.maximum(alpha_plus_beta + r, tiny))
 
     def _inverse_log_det_jacobian(self, y: tf.Tensor) -> tf.Tensor:
         self._check_event(y, "y")
