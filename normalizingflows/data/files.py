@@ -227,6 +227,8 @@ class _GuardedUnpickler(pickle.Unpickler):
             return super().find_class("builtins", name)
         if module in ("copy_reg", "copyreg") and name == "_reconstructor":
             return super().find_class("copyreg", name)
+        if module == "_codecs" and name == "encode":  # bytes in protocol-2 pickles
+            return super().find_class(module, name)
         if module == "collections" and name == "OrderedDict":
             return super().find_class(module, name)
         if top == "numpy":
