@@ -73,7 +73,7 @@ def test_planar_inverse_converges_on_adversarial_parameters(dtype) -> None:
         x = bij.inverse(fresh(y))
         assert np.all(np.isfinite(x.numpy()))
         # The scalar equation is solved to machine precision.
-        a, one_plus_c = bij._solve(fresh(y))
+        a, _, _ = bij._solve(fresh(y))
         wv, _, b, c, _ = bij._params()
         t = tf.reduce_sum(y * wv, axis=-1) + b
         residual = np.abs((a + c * tf.tanh(a) - t).numpy())
@@ -252,6 +252,29 @@ def test_batch_norm_training_updates_moving_stats_by_the_momentum_rule() -> None
     np.testing.assert_allclose(ildj.numpy(), np.sum(np.log(inv_std)), rtol=1e-12)
     # The log-det (training) does not update; only `inverse` does.
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.8 * mean0 + 0.2 * mu, rtol=1e-14)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_batch_norm_training_step_compiles(jit_compile) -> None:
+    bn = nf.bijectors.catalog()["batch_norm"](3, seed=2)
+    mean0 = bn.moving_mean.numpy().copy()
+    y = normal([32, 3], seed=5, dtype=tf.float32, stddev=2.0) + 1.0
+
+    @tf.function(jit_compile=jit_compile)
+    def step(y):
+        with tf.GradientTape() as tape:
+            x = bn.inverse(y, training=True)
+            loss = tf.reduce_sum(x**2) - tf.reduce_sum(
+                bn.inverse_log_det_jacobian(y, event_ndims=1, training=True))
+        return tape.gradient(loss, bn.trainable_variables)
+
+    grads = step(fresh(y))
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               0.9 * mean0 + 0.1 * y.numpy().mean(axis=0), rtol=1e-5)
+    step(fresh(y))  # once per call: a second call applies the rule again
+    np.testing.assert_allclose(bn.moving_mean.numpy(),
+                               0.81 * mean0 + 0.19 * y.numpy().mean(axis=0), rtol=1e-5)
 
 
 def test_batch_norm_evaluation_never_mutates_and_is_exact() -> None:

@@ -267,14 +267,18 @@ class Planar(tfb.Bijector):
         a = tf.reduce_sum(x * w, axis=-1) + b
         return tf.math.log(self._one_plus_hprime_c(a, one_plus_c))
 
-    def _solve(self, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Solves `a + c h(a) = w . y + b` for `a` (shape [...]); returns `(a, one_plus_c)`."""
-        w, _, b, c, one_plus_c = self._params()
+    def _solve(self, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Solves `a + c h(a) = w . y + b` for `a` (shape [...]).
+
+        Returns:
+            `(a, u_hat, one_plus_c)`.
+        """
+        w, u_hat, b, c, one_plus_c = self._params()
         t = tf.reduce_sum(y * w, axis=-1) + b
         if self._nonlinearity == "leaky_relu":
             denom = tf.where(t >= 0, one_plus_c, (1.0 - self._negative_slope)
                              + self._negative_slope * one_plus_c)
-            return t / denom, one_plus_c
+            return t / denom, u_hat, one_plus_c
         a = self._newton_bisection(tf.stop_gradient(t), tf.stop_gradient(c),
                                    tf.stop_gradient(one_plus_c))
         # One Newton step whose value is zero at the root but whose gradient is the
@@ -282,7 +286,7 @@ class Planar(tfb.Bijector):
         residual = t - (a + c * tf.tanh(a))
         slope = tf.stop_gradient(self._one_plus_hprime_c(a, one_plus_c))
         a = a + (residual - tf.stop_gradient(residual)) / slope
-        return a, one_plus_c
+        return a, u_hat, one_plus_c
 
     def _newton_bisection(
         self, t: tf.Tensor, c: tf.Tensor, one_plus_c: tf.Tensor
@@ -325,11 +329,10 @@ class Planar(tfb.Bijector):
 
     def _inverse(self, y: tf.Tensor) -> tf.Tensor:
         self._check_event(y, "y")
-        a, _ = self._solve(y)
-        _, u_hat, _, _, _ = self._params()
+        a, u_hat, _ = self._solve(y)
         return y - u_hat * self._h(a)[..., tf.newaxis]
 
     def _inverse_log_det_jacobian(self, y: tf.Tensor) -> tf.Tensor:
         self._check_event(y, "y")
-        a, one_plus_c = self._solve(y)
+        a, _, one_plus_c = self._solve(y)
         return -tf.math.log(self._one_plus_hprime_c(a, one_plus_c))
