@@ -253,7 +253,7 @@ def fetch_maf(data_dir: str | os.PathLike, datasets: Iterable[str] | None = None
               progress: bool = True, keep_archive: bool = True) -> list[Path]:
     """Download the MAF data archive and extract the files of ``datasets`` into ``data_dir``.
 
-    The archive (about 1 GB) lands in ``data_dir/data.tar.gz`` and is verified against the
+    The archive (roughly 1 GB) lands in ``data_dir/data.tar.gz`` and is verified against the
     published checksum before extraction. The sha256 of each extracted file is recorded in
     ``data_dir/.nf-verified.json``, which is what allows the GAS and MNIST pickles to be read.
 
