@@ -48,7 +48,7 @@ def test_planar_constraint_holds_for_adversarial_u(dtype, w_scale) -> None:
         wu = abs(tf.reduce_sum(w * u).numpy())
         eps = np.finfo(dtype.as_numpy_dtype).eps
         assert dot >= -1.0 - 8 * eps * (1.0 + wu), (w_scale, dot)
-        # The internal 1 + c = softplus(w . u) is what the log-det uses: never negative.
+        # The internal 1 + c = 1 + m(w . u) is what the log-det uses: never negative.
         assert bij._params()[4].numpy() >= 0.0
 
 
@@ -125,7 +125,7 @@ def test_planar_leaky_relu_closed_form(slope) -> None:
     b = tf.constant(0.1, tf.float64)
     bij = Planar(w, u, b, nonlinearity="leaky_relu", negative_slope=slope)
     wu = float(tf.reduce_sum(w * u))
-    c = np.log1p(np.exp(wu)) - 1.0
+    c = wu if wu >= -0.5 else -1.0 + 0.5 * np.exp(2.0 * wu + 1.0)  # m(w . u)
     u_hat = u.numpy() + (c - wu) * w.numpy() / float(tf.reduce_sum(w * w))
     np.testing.assert_allclose(bij.u_hat().numpy(), u_hat, rtol=1e-14)
     y = normal([40, 2], seed=3, stddev=3.0).numpy()
