@@ -2,9 +2,16 @@
 
 Every flow is a TFP bijector or distribution (``flow.bijector``, ``flow.distribution``) and a
 ``tf_keras.Model`` that trains with ``compile``/``fit``.
+
+Example:
+    >>> import normalizingflows as nf
+    >>> flow = nf.flows.build("maf", 2, layers=2, hidden_units=8)
+    >>> flow.sample(3, seed=0).shape
+    TensorShape([3, 2])
 """
 
-from . import bijectors, data
+from . import bijectors, data, diagnostics, flows, nn, plot
+from .flows import Flow, load
 
-__all__ = ["bijectors", "data", "__version__"]
+__all__ = ["Flow", "bijectors", "data", "diagnostics", "flows", "load", "nn", "plot", "__version__"]
 __version__ = "0.1.0"

@@ -1,0 +1,116 @@
+"""Shared pieces the flow constructors wire together (bases, parameter maps, layer stacks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from ..bijectors import BatchNorm
+from ..nn import MADE
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+__all__ = ["normal_base", "layer_orders", "affine", "spline_param_count", "spline",
+           "autoregressive_stack", "coupling_permutations", "chain"]
+
+AR_ORDERS = ("sequential", "alternating", "random")
+COUPLING_ORDERS = ("alternating", "random")
+
+
+def normal_base(features: int, dtype: str) -> tfd.Distribution:
+    """Standard normal base with event shape ``[features]``."""
+    return tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)), sample_shape=[features],
+                      name="base")
+
+
+def layer_orders(order: str, layers: int) -> list[str]:
+    """MADE input order of each layer: ``sequential`` keeps left-to-right, ``alternating``
+    reverses between layers (MAF paper), ``random`` draws a seeded order per layer."""
+    if order == "sequential":
+        return ["left-to-right"] * layers
+    if order == "alternating":
+        return ["left-to-right" if i % 2 == 0 else "right-to-left" for i in range(layers)]
+    if order == "random":
+        return ["random"] * layers
+    raise ValueError(f"order must be one of {AR_ORDERS}; got {order!r}")
+
+
+def affine(params: tf.Tensor) -> tfb.Bijector:
+    """Elementwise affine map from ``params[..., 0]`` (shift) and ``params[..., 1]`` (log-scale):
+    y = x * exp(log_scale) + shift."""
+    return tfb.Shift(params[..., 0])(tfb.Scale(log_scale=params[..., 1]))
+
+
+def spline_param_count(bins: int) -> int:
+    """Raw parameters of one rational-quadratic spline: widths, heights, interior slopes."""
+    return 3 * bins - 1
+
+
+_MIN_WIDTH = 1e-3
+_MIN_SLOPE = 1e-3
+
+
+def spline(params: tf.Tensor, bins: int, bound: float) -> tfb.Bijector:
+    """Rational-quadratic spline on ``[-bound, bound]`` with identity tails (NSF paper).
+
+    Zero ``params`` give equal bins and unit slopes, i.e. the identity map.
+    """
+    dtype = params.dtype
+    width = 2.0 * bound
+    w, h, d = params[..., :bins], params[..., bins:2 * bins], params[..., 2 * bins:]
+    widths = tf.math.softmax(w, axis=-1) * (width - bins * _MIN_WIDTH) + _MIN_WIDTH
+    heights = tf.math.softmax(h, axis=-1) * (width - bins * _MIN_WIDTH) + _MIN_WIDTH
+    shift = tf.constant(np.log(np.expm1(1.0 - _MIN_SLOPE)), dtype)
+    slopes = tf.math.softplus(d + shift) + _MIN_SLOPE
+    return tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-bound)
+
+
+def chain(steps: list[tfb.Bijector], name: str = "flow") -> tfb.Bijector:
+    """``tfb.Chain`` of ``steps`` (the first step is applied last in the forward direction)."""
+    return tfb.Chain(steps, name=name)
+
+
+def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
+                         activation: str, order: str, seed: int, dtype: str, params: int,
+                         make_bijector: Callable[[tf.Tensor], tfb.Bijector],
+                         invert: bool = False, batch_norm: bool = False
+                         ) -> tuple[list[tfb.Bijector], list[MADE]]:
+    """Layers of a MAF-type flow, in data -> base order of the normalising direction.
+
+    Each layer is a ``tfb.MaskedAutoregressiveFlow`` whose transformer (``make_bijector``) takes
+    its parameters from a :class:`~normalizingflows.nn.MADE`; its inverse (one MADE pass) maps
+    data towards the base. ``invert=True`` wraps each in ``tfb.Invert`` (IAF: one pass to
+    sample). ``batch_norm`` adds a :class:`~normalizingflows.bijectors.BatchNorm` after each
+    layer in the normalising direction (MAF paper).
+
+    Returns:
+        ``(steps, nets)``: pass ``steps`` to :func:`chain` for the base -> data bijector.
+    """
+    steps, nets = [], []
+    for i, layer_order in enumerate(layer_orders(order, layers)):
+        made = MADE(features, params=params, hidden_units=hidden_units, activation=activation,
+                    order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}")
+        nets.append(made)
+
+        def bijector_fn(y: tf.Tensor, _made: MADE = made, **kwargs) -> tfb.Bijector:
+            return make_bijector(_made(y))
+
+        step = tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn, name=f"maf_{i}")
+        steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)
+        if batch_norm:
+            steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))
+    return steps, nets
+
+
+def coupling_permutations(features: int, layers: int, order: str, seed: int) -> list[np.ndarray]:
+    """Permutation applied after each coupling layer: reversal, or a seeded random one."""
+    if order == "alternating":
+        return [np.arange(features)[::-1] for _ in range(layers)]
+    if order == "random":
+        rng = np.random.default_rng(seed)
+        return [rng.permutation(features) for _ in range(layers)]
+    raise ValueError(f"order must be one of {COUPLING_ORDERS} for coupling flows; got {order!r}")

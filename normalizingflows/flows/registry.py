@@ -1,0 +1,162 @@
+"""The flow catalog: ``catalog()`` maps names to constructors, ``build`` builds one.
+
+Every constructor takes ``features`` first, then keyword-only arguments from one vocabulary:
+``layers``, ``hidden_units``, ``activation``, ``bins``, ``bound``, ``components``,
+``context_features``, ``order``, ``batch_norm``, ``seed`` (plus ``dtype`` and a few
+flow-specific switches). :func:`register` checks that vocabulary once for all flows and records
+the arguments so that ``Flow.get_config`` can rebuild the flow.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .core import FAST_DIRECTIONS, Flow
+
+__all__ = ["Entry", "register", "catalog", "entries", "build", "hidden_units_tuple"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One catalog entry: the constructor and the facts the README table and tests use.
+
+    Attributes:
+        name: Registry name.
+        constructor: ``fn(features, **kwargs) -> Flow`` (already argument-checked).
+        paper: Title of the paper that introduced the flow.
+        arxiv: Link to the paper.
+        fast_direction: ``"density"``, ``"sampling"`` or ``"both"``.
+        exact_inverse: Whether both directions are exact.
+        min_features: Smallest ``features`` the flow admits.
+        test_variants: Keyword sets the registry-driven harness builds besides the defaults.
+    """
+
+    name: str
+    constructor: Callable[..., Flow]
+    paper: str
+    arxiv: str
+    fast_direction: str
+    exact_inverse: bool = True
+    min_features: int = 1
+    test_variants: tuple[dict, ...] = field(default_factory=lambda: ({},))
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def hidden_units_tuple(hidden_units: int | Sequence[int]) -> tuple[int, ...]:
+    """``64`` -> ``(64, 64)`` (two hidden layers); a sequence is taken as the layer widths."""
+    if isinstance(hidden_units, int):
+        units = (hidden_units, hidden_units)
+    else:
+        units = tuple(int(u) for u in hidden_units)
+    if any(u < 1 for u in units):
+        raise ValueError(f"hidden_units must be positive widths; got {hidden_units!r}")
+    return units
+
+
+def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_features: int) -> None:
+    if isinstance(features, bool) or not isinstance(features, int):
+        raise TypeError(f"features must be an int; got {features!r} ({type(features).__name__})")
+    if features < min_features:
+        raise ValueError(f"flow {name!r} needs features >= {min_features}; got {features}")
+    checks = {"layers": 1, "bins": 2, "components": 1}
+    for key, low in checks.items():
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be an int >= {low}; got {value!r}")
+    if "bound" in kwargs and not float(kwargs["bound"]) > 0:
+        raise ValueError(f"bound must be > 0; got {kwargs['bound']!r}")
+    if "dtype" in kwargs and kwargs["dtype"] not in ("float32", "float64"):
+        raise TypeError(f"dtype must be 'float32' or 'float64'; got {kwargs['dtype']!r}")
+    if "hidden_units" in kwargs:
+        hidden_units_tuple(kwargs["hidden_units"])
+    if kwargs.get("context_features") is not None:
+        raise ValueError(f"flow {name!r} does not take a context yet: context_features must be "
+                         "None")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_inverse: bool = True,
+             min_features: int = 1, test_variants: Sequence[dict] = ({},)
+             ) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]:
+    """Decorator that adds a constructor to the catalog under ``name``.
+
+    The wrapped constructor checks the shared vocabulary, names the flow and records its
+    arguments (``Flow.get_config``).
+    """
+    if fast_direction not in FAST_DIRECTIONS:
+        raise ValueError(f"fast_direction must be one of {FAST_DIRECTIONS}")
+
+    def deco(fn: Callable[..., Flow]) -> Callable[..., Flow]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def constructor(features: int, **kwargs: Any) -> Flow:
+            unknown = set(kwargs) - set(signature.parameters)
+            if unknown:
+                raise TypeError(f"flow {name!r} got unknown argument(s) {sorted(unknown)}; it "
+                                f"takes {sorted(p for p in signature.parameters if p != 'features')}")
+            bound_args = signature.bind(features, **kwargs)
+            bound_args.apply_defaults()
+            all_kwargs = dict(bound_args.arguments)
+            all_kwargs.pop("features")
+            _check_arguments(name, features, all_kwargs, min_features)
+            flow = fn(features, **kwargs)
+            flow._spec_json = json.dumps({"flow": name, "features": features,
+                                          "kwargs": {k: _jsonable(v) for k, v in kwargs.items()}})
+            return flow
+
+        if name in _ENTRIES:
+            raise ValueError(f"flow {name!r} is registered twice")
+        _ENTRIES[name] = Entry(name, constructor, paper, arxiv, fast_direction, exact_inverse,
+                               min_features, tuple(test_variants))
+        return constructor
+
+    return deco
+
+
+def entries() -> dict[str, Entry]:
+    """Every catalog entry with its facts, by name."""
+    return dict(_ENTRIES)
+
+
+def catalog() -> dict[str, Callable[..., Flow]]:
+    """``{name: constructor}`` for every flow in the catalog."""
+    return {name: entry.constructor for name, entry in _ENTRIES.items()}
+
+
+def build(name: str, features: int, **kwargs: Any) -> Flow:
+    """Build catalog flow ``name`` on ``features`` dimensions.
+
+    Args:
+        name: A key of :func:`catalog`.
+        features: Number of data dimensions.
+        **kwargs: Keyword arguments of that flow's constructor.
+
+    Returns:
+        The :class:`Flow`.
+
+    Raises:
+        ValueError: If ``name`` is unknown or an argument is out of range.
+        TypeError: If an argument is unknown or of the wrong type.
+
+    Example:
+        >>> flow = build("realnvp", 2, layers=2, hidden_units=8)
+        >>> flow.fast_direction
+        'both'
+    """
+    if name not in _ENTRIES:
+        raise ValueError(f"unknown flow name={name!r}; expected one of {sorted(_ENTRIES)}")
+    return _ENTRIES[name].constructor(features, **kwargs)
