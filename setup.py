@@ -8,7 +8,6 @@ setup(
     description="A catalog of normalizing flows for TensorFlow Probability, trained with Keras.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["normalizingflows", "normalizingflows.*"]),
     install_requires=[

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ["main", "demo"]
 
 
-def demo(out: str | Path = "demo_out", *, flow: str = "maf", epochs: int = 40, seed: int = 0,
+def demo(out: str | Path = "demo_out", *, flow: str = "maf", epochs: int = 100, seed: int = 0,
          verbose: int = 1) -> dict:
     """Train a flow on two moons with Keras ``fit``; write a heatmap and ``metrics.json``.
 
@@ -20,7 +20,6 @@ def demo(out: str | Path = "demo_out", *, flow: str = "maf", epochs: int = 40, s
         The metrics written (test log-likelihood in nats among them).
     """
     import numpy as np
-    import tensorflow as tf
     import tf_keras
 
     from . import data, flows, plot
@@ -35,7 +34,7 @@ def demo(out: str | Path = "demo_out", *, flow: str = "maf", epochs: int = 40, s
     history = model.fit(
         splits.train, batch_size=256, epochs=epochs, verbose=verbose,
         validation_data=(splits.val,),
-        callbacks=[tf_keras.callbacks.EarlyStopping(patience=8, restore_best_weights=True)])
+        callbacks=[tf_keras.callbacks.EarlyStopping(patience=15, restore_best_weights=True)])
     seconds = time.perf_counter() - start
     test_ll = model.log_prob(splits.test).numpy()
     metrics = {
@@ -62,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="train a flow on two moons, write a density heatmap")
     p_demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p_demo.add_argument("--flow", default="maf", help="catalog flow name (default maf)")
-    p_demo.add_argument("--epochs", type=int, default=40)
+    p_demo.add_argument("--epochs", type=int, default=100)
     p_demo.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 

@@ -77,11 +77,12 @@ def test_every_variable_gets_a_gradient_and_a_step_changes_log_prob(name, featur
         loss = -tf.reduce_mean(flow.log_prob(x, training=True))
     grads = tape.gradient(loss, flow.trainable_variables)
     assert flow.trainable_variables
-    for var, grad in zip(flow.trainable_variables, grads):
+    for var, grad in zip(flow.trainable_variables, grads, strict=True):
         assert grad is not None, f"no gradient reaches {var.name}"
         assert np.abs(tf.convert_to_tensor(grad).numpy()).max() > 0, f"zero gradient: {var.name}"
     before = flow.log_prob(x).numpy()
-    tf_keras.optimizers.SGD(0.05).apply_gradients(zip(grads, flow.trainable_variables))
+    tf_keras.optimizers.SGD(0.05).apply_gradients(
+        zip(grads, flow.trainable_variables, strict=True))
     after = flow.log_prob(x).numpy()  # the same tensor object: no stale TFP cache
     assert np.abs(after - before).max() > 1e-6
 
@@ -127,11 +128,11 @@ def test_eager_function_and_xla_agree(name, features, kwargs):
     eager = run(x, z, seed)
     graph = tf.function(run)(x, z, seed)
     xla = tf.function(run, jit_compile=True)(x, z, seed)
-    for e, g in zip(eager, graph):
+    for e, g in zip(eager, graph, strict=True):
         np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-5, atol=1e-5)
     # XLA draws other random numbers from the same stateless seed (its own RNG algorithm), so
     # its sample is checked through its log-density instead of against the eager draw.
-    for e, j in zip(eager[:3], xla[:3]):
+    for e, j in zip(eager[:3], xla[:3], strict=True):
         np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=1e-4, atol=1e-4)
     assert np.isfinite(xla[3].numpy()).all()
     np.testing.assert_allclose(xla[4].numpy(), 0.0, atol=2e-3)

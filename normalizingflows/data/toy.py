@@ -42,7 +42,8 @@ _GENERATORS = {"moons": moons}
 def sample(name: str, n: int, *, seed: int = 0) -> np.ndarray:
     """Draw ``n`` points of toy set ``name``."""
     if name not in _GENERATORS:
-        raise ValueError(f"unknown toy dataset name={name!r}; expected one of {sorted(_GENERATORS)}")
+        raise ValueError(f"unknown toy dataset name={name!r}; "
+                         f"expected one of {sorted(_GENERATORS)}")
     return _GENERATORS[name](n, seed=seed)
 
 

@@ -14,7 +14,7 @@ from ..nn import MADE
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["normal_base", "layer_orders", "affine", "spline_param_count", "spline",
+__all__ = ["normal_base", "layer_orders", "affine", "soft_clamp", "spline_param_count", "spline",
            "autoregressive_stack", "coupling_permutations", "chain"]
 
 AR_ORDERS = ("sequential", "alternating", "random")
@@ -39,10 +39,22 @@ def layer_orders(order: str, layers: int) -> list[str]:
     raise ValueError(f"order must be one of {AR_ORDERS}; got {order!r}")
 
 
+LOG_SCALE_BOUND = 5.0
+
+
+def soft_clamp(x: tf.Tensor, bound: float = LOG_SCALE_BOUND) -> tf.Tensor:
+    """bound * tanh(x / bound): the identity near 0, smoothly limited to (-bound, bound)."""
+    return bound * tf.tanh(x / bound)
+
+
 def affine(params: tf.Tensor) -> tfb.Bijector:
-    """Elementwise affine map from ``params[..., 0]`` (shift) and ``params[..., 1]`` (log-scale):
-    y = x * exp(log_scale) + shift."""
-    return tfb.Shift(params[..., 0])(tfb.Scale(log_scale=params[..., 1]))
+    """Elementwise affine map from ``params[..., 0]`` (shift) and ``params[..., 1]`` (raw
+    log-scale): y = x * exp(s) + shift with s = 5 tanh(raw / 5).
+
+    Unbounded log-scales overflow far from the data (a ReLU network grows linearly there), which
+    turns densities into NaN; the bound keeps one layer's scale within exp(+-5).
+    """
+    return tfb.Shift(params[..., 0])(tfb.Scale(log_scale=soft_clamp(params[..., 1])))
 
 
 def spline_param_count(bins: int) -> int:

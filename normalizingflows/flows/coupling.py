@@ -9,16 +9,13 @@ import tensorflow_probability as tfp
 
 from ..bijectors import BatchNorm
 from ..nn import MLP
-from ._parts import chain, coupling_permutations, normal_base
+from ._parts import chain, coupling_permutations, normal_base, soft_clamp
 from .core import Flow
 from .registry import hidden_units_tuple, register
 
 tfb = tfp.bijectors
 
 __all__ = ["nice", "realnvp", "coupling_stack"]
-
-_LOG_SCALE_BOUND = 3.0
-
 
 def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...], activation: str,
                    order: str, seed: int, dtype: str, params: int,
@@ -36,7 +33,8 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
     steps, nets = [], []
     for i in range(layers):
         net = MLP(num_masked, transformed * params, hidden_units=hidden_units,
-                  activation=activation, seed=seed * 1000 + i, dtype=dtype, name=f"coupling_net_{i}")
+                  activation=activation, seed=seed * 1000 + i, dtype=dtype,
+                  name=f"coupling_net_{i}")
         nets.append(net)
 
         def bijector_fn(x0: tf.Tensor, input_depth: int, _net: MLP = net, **kwargs) -> tfb.Bijector:
@@ -58,8 +56,7 @@ def _shift(params: tf.Tensor) -> tfb.Bijector:
 
 
 def _bounded_affine(params: tf.Tensor) -> tfb.Bijector:
-    log_scale = _LOG_SCALE_BOUND * tf.tanh(params[..., 1] / _LOG_SCALE_BOUND)
-    return tfb.Shift(params[..., 0])(tfb.Scale(log_scale=log_scale))
+    return tfb.Shift(params[..., 0])(tfb.Scale(log_scale=soft_clamp(params[..., 1], 3.0)))
 
 
 @register("nice", paper="NICE: Non-linear Independent Components Estimation",

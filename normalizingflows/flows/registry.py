@@ -106,8 +106,9 @@ def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_in
         def constructor(features: int, **kwargs: Any) -> Flow:
             unknown = set(kwargs) - set(signature.parameters)
             if unknown:
-                raise TypeError(f"flow {name!r} got unknown argument(s) {sorted(unknown)}; it "
-                                f"takes {sorted(p for p in signature.parameters if p != 'features')}")
+                takes = sorted(p for p in signature.parameters if p != "features")
+                raise TypeError(f"flow {name!r} got unknown argument(s) {sorted(unknown)}; "
+                                f"it takes {takes}")
             bound_args = signature.bind(features, **kwargs)
             bound_args.apply_defaults()
             all_kwargs = dict(bound_args.arguments)

@@ -113,7 +113,8 @@ class MADE(tf_keras.layers.Layer):
         self.degrees = input_degrees(self.features, order, seed=seed)
         degrees = [self.degrees] + [hidden_degrees(u, self.features) for u in self.hidden_units]
         out_degrees = np.repeat(self.degrees, self.params)
-        masks = [d_out[None, :] >= d_in[:, None] for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+        masks = [d_out[None, :] >= d_in[:, None]
+                 for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)]
         masks.append(out_degrees[None, :] > degrees[-1][:, None])
         self._masks = [m.astype(np.float32) for m in masks]
         self.kernels: list[tf.Variable | None] = []
@@ -152,7 +153,8 @@ class MADE(tf_keras.layers.Layer):
         if context is not None:
             context = tf.reshape(tf.cast(context, self.dtype), [-1, self.context_kernel.shape[0]])
         n = len(self._masks)
-        for i, (mask, kernel, bias) in enumerate(zip(self._masks, self.kernels, self.biases)):
+        layers = zip(self._masks, self.kernels, self.biases, strict=True)
+        for i, (mask, kernel, bias) in enumerate(layers):
             pre = bias[None, :] + tf.zeros([tf.shape(h)[0], 1], self.dtype)
             if kernel is not None:
                 pre = pre + tf.matmul(h, kernel * tf.constant(mask, self.dtype))

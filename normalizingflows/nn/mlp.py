@@ -60,6 +60,9 @@ class MLP(tf_keras.layers.Layer):
             context = tf.broadcast_to(context, tf.concat([tf.shape(h)[:-1],
                                                           tf.shape(context)[-1:]], 0))
             h = tf.concat([h, context], axis=-1)
+        batch_shape = tf.shape(h)[:-1]
+        h = tf.reshape(h, [-1, h.shape[-1]])  # Dense wants a matrix; any batch shape works
         for layer in self.hidden:
             h = layer(h)
-        return self.out(h)
+        out = self.out(h)
+        return tf.reshape(out, tf.concat([batch_shape, [self.out_features]], axis=0))
