@@ -8,47 +8,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from ._common import as_parameter, infer_dtype, static_bool
+
 tfb = tfp.bijectors
 
 __all__ = ["ActNorm"]
-
-
-def _infer_dtype(*values: Any) -> tf.DType:
-    """Returns the first floating dtype among `values`, else float32."""
-    for value in values:
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None:
-            dtype = tf.as_dtype(dtype)
-            if dtype.is_floating:
-                return dtype
-    return tf.float32
-
-
-def _as_parameter(value: Any, name: str, dtype: tf.DType) -> Any:
-    """Keeps Variables (so that modules track them); converts everything else to a tensor."""
-    if isinstance(value, (tf.Variable, tfp.util.DeferredTensor)):
-        if value.dtype != dtype:
-            raise TypeError(
-                f"`{name}` must have dtype {dtype.name} like the other parameters, "
-                f"got {value.dtype.name}."
-            )
-        return value
-    try:
-        return tf.convert_to_tensor(value, dtype=dtype, name=name)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be convertible to a {dtype.name} tensor: {err}") from err
-
-
-def _static_bool(value: Any, name: str) -> bool:
-    """Resolves a Python bool or a constant boolean tensor to a Python bool."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    static = tf.get_static_value(value)
-    if static is None:
-        raise ValueError(
-            f"`{name}` must be a Python bool (or a constant boolean tensor), got {value!r}."
-        )
-    return bool(static)
 
 
 class ActNorm(tfb.Bijector):
@@ -120,9 +84,9 @@ class ActNorm(tfb.Bijector):
         if not float(epsilon) > 0.0:
             raise ValueError(f"`epsilon` must be > 0, got {epsilon}.")
         with tf.name_scope(name) as scope_name:
-            dtype = _infer_dtype(loc, log_scale)
-            self._loc = _as_parameter(loc, "loc", dtype)
-            self._log_scale = _as_parameter(log_scale, "log_scale", dtype)
+            dtype = infer_dtype(loc, log_scale)
+            self._loc = as_parameter(loc, "loc", dtype)
+            self._log_scale = as_parameter(log_scale, "log_scale", dtype)
             if isinstance(initialized, tf.Variable):
                 if initialized.dtype != tf.bool or initialized.shape.rank != 0:
                     raise TypeError(
@@ -132,7 +96,7 @@ class ActNorm(tfb.Bijector):
                 self._initialized = initialized
             else:
                 self._initialized = tf.Variable(
-                    _static_bool(initialized, "initialized"), trainable=False, name="initialized"
+                    static_bool(initialized, "initialized"), trainable=False, name="initialized"
                 )
             for arg, value in (("loc", self._loc), ("log_scale", self._log_scale)):
                 if value.shape.rank != 1 or not value.shape.is_compatible_with(self._loc.shape):
@@ -238,7 +202,7 @@ class ActNorm(tfb.Bijector):
 
     def _maybe_initialize(self, y: tf.Tensor, training: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """Runs the data-dependent initialisation if needed; returns fresh `(loc, log_scale)`."""
-        if _static_bool(training, "training"):
+        if static_bool(training, "training"):
 
             def initialize() -> tf.Tensor:
                 rank = y.shape.rank

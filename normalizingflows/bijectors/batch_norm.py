@@ -4,51 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from ._common import as_parameter, check_features, infer_dtype, static_bool
 
 tfb = tfp.bijectors
 
 __all__ = ["BatchNorm"]
-
-
-def _infer_dtype(*values: Any) -> tf.DType:
-    """Returns the first floating dtype among `values`, else float32."""
-    for value in values:
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None:
-            dtype = tf.as_dtype(dtype)
-            if dtype.is_floating:
-                return dtype
-    return tf.float32
-
-
-def _as_parameter(value: Any, name: str, dtype: tf.DType) -> Any:
-    """Keeps Variables (so that modules track them); converts everything else to a tensor."""
-    if isinstance(value, (tf.Variable, tfp.util.DeferredTensor)):
-        if value.dtype != dtype:
-            raise TypeError(
-                f"`{name}` must have dtype {dtype.name} like the other parameters, "
-                f"got {value.dtype.name}."
-            )
-        return value
-    try:
-        return tf.convert_to_tensor(value, dtype=dtype, name=name)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be convertible to a {dtype.name} tensor: {err}") from err
-
-
-def _static_bool(value: Any, name: str) -> bool:
-    """Resolves a Python bool or a constant boolean tensor to a Python bool."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    static = tf.get_static_value(value)
-    if static is None:
-        raise ValueError(
-            f"`{name}` must be a Python bool (or a constant boolean tensor), got {value!r}."
-        )
-    return bool(static)
 
 
 class BatchNorm(tfb.Bijector):
@@ -145,11 +108,11 @@ class BatchNorm(tfb.Bijector):
         if not float(max_inv_std) > 0.0:
             raise ValueError(f"`max_inv_std` must be > 0, got {max_inv_std}.")
         with tf.name_scope(name) as scope_name:
-            dtype = _infer_dtype(log_scale, shift, moving_mean, moving_variance)
-            self._log_scale = _as_parameter(log_scale, "log_scale", dtype)
-            self._shift = _as_parameter(shift, "shift", dtype)
-            self._moving_mean = _as_parameter(moving_mean, "moving_mean", dtype)
-            self._moving_variance = _as_parameter(moving_variance, "moving_variance", dtype)
+            dtype = infer_dtype(log_scale, shift, moving_mean, moving_variance)
+            self._log_scale = as_parameter(log_scale, "log_scale", dtype)
+            self._shift = as_parameter(shift, "shift", dtype)
+            self._moving_mean = as_parameter(moving_mean, "moving_mean", dtype)
+            self._moving_variance = as_parameter(moving_variance, "moving_variance", dtype)
             shapes = {
                 "log_scale": self._log_scale.shape,
                 "shift": self._shift.shape,
@@ -255,13 +218,7 @@ class BatchNorm(tfb.Bijector):
         return m * tf.tanh(tf.math.rsqrt(variance + self._epsilon) / m)
 
     def _check_event(self, x: tf.Tensor, arg: str) -> None:
-        last = x.shape[-1] if x.shape.rank else None
-        if x.shape.rank == 0 or (last is not None and self._features is not None
-                                 and last != self._features):
-            raise ValueError(
-                f"`{arg}` must have shape [..., {self._features}] (features last), "
-                f"got shape {x.shape}."
-            )
+        check_features(x, self._features, arg)
 
     def _batch_stats(self, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         rank = y.shape.rank
@@ -271,7 +228,7 @@ class BatchNorm(tfb.Bijector):
         return mean, variance
 
     def _stats(self, y: tf.Tensor, training: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        if _static_bool(training, "training"):
+        if static_bool(training, "training"):
             return self._batch_stats(y)
         return tf.convert_to_tensor(self._moving_mean), tf.convert_to_tensor(
             self._moving_variance
@@ -318,7 +275,7 @@ class BatchNorm(tfb.Bijector):
         log_scale = tf.convert_to_tensor(self._log_scale)
         shift = tf.convert_to_tensor(self._shift)
         x = (y - mean) * (self.inv_std(variance) * tf.exp(log_scale)) + shift
-        if _static_bool(training, "training"):
+        if static_bool(training, "training"):
             with tf.control_dependencies(self._update_moving_stats(mean, variance)):
                 x = tf.identity(x)
         return x

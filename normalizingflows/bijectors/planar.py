@@ -8,37 +8,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from ._common import as_parameter, check_features, infer_dtype
+
 tfb = tfp.bijectors
 
 __all__ = ["Planar"]
 
 _NONLINEARITIES = ("tanh", "leaky_relu")
-
-
-def _infer_dtype(*values: Any) -> tf.DType:
-    """Returns the first floating dtype among `values`, else float32."""
-    for value in values:
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None:
-            dtype = tf.as_dtype(dtype)
-            if dtype.is_floating:
-                return dtype
-    return tf.float32
-
-
-def _as_parameter(value: Any, name: str, dtype: tf.DType) -> Any:
-    """Keeps Variables (so that modules track them); converts everything else to a tensor."""
-    if isinstance(value, (tf.Variable, tfp.util.DeferredTensor)):
-        if value.dtype != dtype:
-            raise TypeError(
-                f"`{name}` must have dtype {dtype.name} like the other parameters, "
-                f"got {value.dtype.name}."
-            )
-        return value
-    try:
-        return tf.convert_to_tensor(value, dtype=dtype, name=name)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be convertible to a {dtype.name} tensor: {err}") from err
 
 
 class Planar(tfb.Bijector):
@@ -129,10 +105,10 @@ class Planar(tfb.Bijector):
         if int(max_iterations) < 1:
             raise ValueError(f"`max_iterations` must be >= 1, got {max_iterations}.")
         with tf.name_scope(name) as scope_name:
-            dtype = _infer_dtype(w, u, b)
-            self._w = _as_parameter(w, "w", dtype)
-            self._u = _as_parameter(u, "u", dtype)
-            self._b = _as_parameter(b, "b", dtype)
+            dtype = infer_dtype(w, u, b)
+            self._w = as_parameter(w, "w", dtype)
+            self._u = as_parameter(u, "u", dtype)
+            self._b = as_parameter(b, "b", dtype)
             w_shape, u_shape, b_shape = self._w.shape, self._u.shape, self._b.shape
             if w_shape.rank != 1 or u_shape.rank != 1 or not w_shape.is_compatible_with(u_shape):
                 raise ValueError(
@@ -242,13 +218,7 @@ class Planar(tfb.Bijector):
         return w, u_hat, b, c, one_plus_c
 
     def _check_event(self, x: tf.Tensor, arg: str) -> None:
-        last = x.shape[-1] if x.shape.rank else None
-        if x.shape.rank == 0 or (last is not None and self._features is not None
-                                 and last != self._features):
-            raise ValueError(
-                f"`{arg}` must have shape [..., {self._features}] (features last), "
-                f"got shape {x.shape}."
-            )
+        check_features(x, self._features, arg)
 
     def _h(self, a: tf.Tensor) -> tf.Tensor:
         if self._nonlinearity == "tanh":

@@ -8,35 +8,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from ._common import as_parameter, check_features, infer_dtype
+
 tfb = tfp.bijectors
 
 __all__ = ["Radial"]
-
-
-def _infer_dtype(*values: Any) -> tf.DType:
-    """Returns the first floating dtype among `values`, else float32."""
-    for value in values:
-        dtype = getattr(value, "dtype", None)
-        if dtype is not None:
-            dtype = tf.as_dtype(dtype)
-            if dtype.is_floating:
-                return dtype
-    return tf.float32
-
-
-def _as_parameter(value: Any, name: str, dtype: tf.DType) -> Any:
-    """Keeps Variables (so that modules track them); converts everything else to a tensor."""
-    if isinstance(value, (tf.Variable, tfp.util.DeferredTensor)):
-        if value.dtype != dtype:
-            raise TypeError(
-                f"`{name}` must have dtype {dtype.name} like the other parameters, "
-                f"got {value.dtype.name}."
-            )
-        return value
-    try:
-        return tf.convert_to_tensor(value, dtype=dtype, name=name)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`{name}` must be convertible to a {dtype.name} tensor: {err}") from err
 
 
 def _safe_norm(v: tf.Tensor) -> tf.Tensor:
@@ -108,10 +84,10 @@ class Radial(tfb.Bijector):
     ) -> None:
         parameters = dict(locals())
         with tf.name_scope(name) as scope_name:
-            dtype = _infer_dtype(z0, alpha_raw, beta_raw)
-            self._z0 = _as_parameter(z0, "z0", dtype)
-            self._alpha_raw = _as_parameter(alpha_raw, "alpha_raw", dtype)
-            self._beta_raw = _as_parameter(beta_raw, "beta_raw", dtype)
+            dtype = infer_dtype(z0, alpha_raw, beta_raw)
+            self._z0 = as_parameter(z0, "z0", dtype)
+            self._alpha_raw = as_parameter(alpha_raw, "alpha_raw", dtype)
+            self._beta_raw = as_parameter(beta_raw, "beta_raw", dtype)
             if self._z0.shape.rank != 1:
                 raise ValueError(f"`z0` must have shape [D], got shape {self._z0.shape}.")
             for arg, value in (("alpha_raw", self._alpha_raw), ("beta_raw", self._beta_raw)):
@@ -199,13 +175,7 @@ class Radial(tfb.Bijector):
         return z0, alpha, alpha_plus_beta - alpha, alpha_plus_beta
 
     def _check_event(self, x: tf.Tensor, arg: str) -> None:
-        last = x.shape[-1] if x.shape.rank else None
-        if x.shape.rank == 0 or (last is not None and self._features is not None
-                                 and last != self._features):
-            raise ValueError(
-                f"`{arg}` must have shape [..., {self._features}] (features last), "
-                f"got shape {x.shape}."
-            )
+        check_features(x, self._features, arg)
 
     def _log_det(self, r: tf.Tensor, alpha: tf.Tensor, alpha_plus_beta: tf.Tensor,
                  features: tf.Tensor) -> tf.Tensor:

@@ -1,0 +1,58 @@
+"""Argument handling shared by the bijectors of this package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features"]
+
+
+def infer_dtype(*values: Any) -> tf.DType:
+    """Returns the first floating dtype among `values`, else float32."""
+    for value in values:
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None:
+            dtype = tf.as_dtype(dtype)
+            if dtype.is_floating:
+                return dtype
+    return tf.float32
+
+
+def as_parameter(value: Any, name: str, dtype: tf.DType) -> Any:
+    """Keeps Variables (so that modules track them); converts everything else to a tensor."""
+    if isinstance(value, (tf.Variable, tfp.util.DeferredTensor)):
+        if value.dtype != dtype:
+            raise TypeError(
+                f"`{name}` must have dtype {dtype.name} like the other parameters, "
+                f"got {value.dtype.name}."
+            )
+        return value
+    try:
+        return tf.convert_to_tensor(value, dtype=dtype, name=name)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be convertible to a {dtype.name} tensor: {err}") from err
+
+
+def static_bool(value: Any, name: str) -> bool:
+    """Resolves a Python bool or a constant boolean tensor to a Python bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    static = tf.get_static_value(value)
+    if static is None:
+        raise ValueError(
+            f"`{name}` must be a Python bool (or a constant boolean tensor), got {value!r}."
+        )
+    return bool(static)
+
+
+def check_features(x: tf.Tensor, features: int | None, arg: str) -> None:
+    """Raises a ValueError naming ``arg`` unless ``x`` has shape ``[..., features]``."""
+    last = x.shape[-1] if x.shape.rank else None
+    if x.shape.rank == 0 or (last is not None and features is not None and last != features):
+        raise ValueError(
+            f"`{arg}` must have shape [..., {features}] (features last), got shape {x.shape}."
+        )
