@@ -1,14 +1,17 @@
 """Datasets: toy sets, energies and real benchmark data behind one ``load(name)``.
 
 ``load(name, data_dir=..., seed=..., **options)`` returns :class:`Splits`; ``names()`` lists
-the datasets. Real data: ``power``, ``gas``, ``hepmass``, ``miniboone`` (:mod:`.uci`),
-``bsds300`` (:mod:`.bsds300`), ``mnist`` (:mod:`.mnist`), ``celeba`` (:mod:`.celeba`). Image
-preprocessing (dequantisation, logit, bits/dim) is in :mod:`.preprocess`; :func:`as_dataset`
-turns arrays or splits into batched ``tf.data`` pipelines. Files, sources and checksums are
-listed in ``data/README.md``.
+the datasets. Toy sets (:mod:`.toy`: ``moons``, ``checkerboard``, ``8gaussians``, ...,
+exact densities and best log-likelihoods where known), energies (:mod:`.energy`: Rezende &
+Mohamed's U1-U4, U8 as ``energy.get(name)``, and ``energy_u1`` ... ``energy_u8``: samples of a
+Gaussian mixture fitted to each). Real data: ``power``, ``gas``, ``hepmass``, ``miniboone``
+(:mod:`.uci`), ``bsds300`` (:mod:`.bsds300`), ``mnist`` (:mod:`.mnist`), ``celeba``
+(:mod:`.celeba`). Image preprocessing (dequantisation, logit, bits/dim) is in
+:mod:`.preprocess`; :func:`as_dataset` turns arrays or splits into batched ``tf.data``
+pipelines. Files, sources and checksums are listed in ``data/README.md``.
 """
 
-from . import bsds300, celeba, download, files, mnist, preprocess, toy, uci
+from . import bsds300, celeba, download, energy, files, mnist, preprocess, toy, uci
 from .files import (
     ChecksumError,
     DataError,
@@ -22,7 +25,7 @@ from .registry import Splits, data_dir, load, names, register
 
 __all__ = [
     "Splits", "data_dir", "load", "names", "register", "as_dataset",
-    "toy", "uci", "bsds300", "mnist", "celeba", "preprocess", "download", "files",
+    "toy", "energy", "uci", "bsds300", "mnist", "celeba", "preprocess", "download", "files",
     "DataError", "MissingDataError", "ChecksumError", "DataFormatError", "UnsafeArchiveError",
     "PickleRefusedError",
 ]

@@ -326,12 +326,12 @@ def banana(n: int, *, seed: int = 0) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def render_text(text: str = "TFP", *, height: int = 120) -> np.ndarray:
-    """Render ``text`` in bold DejaVu Sans with matplotlib; returns ink in ``[0, 1]``,
-    shape ``(height, width)``, row 0 at the top.
+    """Render ``text`` in bold DejaVu Sans with matplotlib, ``height`` pixels high before
+    cropping to the ink (plus a 2-pixel margin); returns ink in ``[0, 1]``, row 0 at the top.
 
     Example:
-        >>> render_text("A", height=40).shape[0]
-        40
+        >>> render_text("A", height=40).shape[0] < 40
+        True
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -344,6 +344,9 @@ def render_text(text: str = "TFP", *, height: int = 120) -> np.ndarray:
              family="DejaVu Sans", fontsize=0.8 * height * 72 / dpi)
     canvas.draw()
     ink = np.asarray(canvas.buffer_rgba())[..., 0].astype(np.float64) / 255.0
+    rows, cols = np.nonzero(ink.any(axis=1))[0], np.nonzero(ink.any(axis=0))[0]
+    if len(rows):  # crop to the ink, keeping a 2-pixel margin
+        ink = np.pad(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], 2)
     ink.setflags(write=False)
     return ink
 
