@@ -10,8 +10,9 @@ Example:
     TensorShape([3, 2])
 """
 
-from . import bijectors, data, diagnostics, flows, nn, plot
+from . import bijectors, data, diagnostics, flows, nn, plot, training
 from .flows import Flow, load
 
-__all__ = ["Flow", "bijectors", "data", "diagnostics", "flows", "load", "nn", "plot", "__version__"]
+__all__ = ["Flow", "bijectors", "data", "diagnostics", "flows", "load", "nn", "plot", "training",
+           "__version__"]
 __version__ = "0.1.0"

@@ -1,0 +1,348 @@
+"""``fit``: maximum likelihood (forward KL) with Keras, resumable, with a non-finite guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from .callbacks import NonFiniteGuard
+from .state import CheckpointError, check_run_config, fingerprint
+
+__all__ = ["FitResult", "fit", "make_optimizer", "check_array", "epoch_batches", "SCHEDULES"]
+
+SCHEDULES = (None, "cosine", "plateau")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        history: ``{"loss": [...], "val_loss": [...], "lr": [...]}``, one entry per epoch run
+            (epochs run before a resume included).
+        best_epoch: 1-based epoch whose weights the flow holds at the end (lowest ``val_loss``,
+            or ``loss`` without validation data); ``None`` if no epoch finished.
+        best_loss: The monitored loss at ``best_epoch``.
+        epochs_run: Epochs completed in total.
+        stopped_early: Whether early stopping ended the run.
+        nonfinite: The :class:`NonFiniteGuard` report if a non-finite loss stopped the run.
+        initial_epoch: Epochs already done when this call started (non-zero on resume).
+        seconds: Wall time of this call.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best_loss: float | None = None
+    epochs_run: int = 0
+    stopped_early: bool = False
+    nonfinite: dict | None = None
+    initial_epoch: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-able copy."""
+        return asdict(self)
+
+
+def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
+    """``x`` as a floating array ``[N, features]`` with no NaN/Inf, else a clear error.
+
+    Raises:
+        TypeError: If ``x`` is not a floating-point array.
+        ValueError: On a wrong shape, an empty array, or NaN/Inf (the first bad row is named).
+
+    Example:
+        >>> check_array(np.ones((3, 2), np.float32), "train", 2).shape
+        (3, 2)
+    """
+    if isinstance(x, tf.data.Dataset):
+        raise TypeError(f"{name} must be an array; got a tf.data.Dataset (for streamed data use "
+                        "flow.compile + flow.fit directly)")
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array; got dtype {arr.dtype}")
+    if arr.ndim != 2 or len(arr) == 0 or (features is not None and arr.shape[1] != features):
+        want = features if features is not None else "D"
+        raise ValueError(f"{name} must have shape [N >= 1, {want}]; got {list(arr.shape)}")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} contains NaN or Inf in {rows.size} row(s), first at row "
+                         f"{rows[0]}; remove or impute them")
+    return arr
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
+    return int(value)
+
+
+def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
+                  ) -> tf.data.Dataset:
+    """Batches of epochs ``first_epoch .. epochs-1``; epoch ``e`` is shuffled by ``(seed, e)``.
+
+    The order of every epoch is a function of ``(seed, e)`` alone, so a resumed run sees the
+    batches the uninterrupted run saw.
+
+    Example:
+        >>> ds = epoch_batches(np.arange(10, dtype=np.float32)[:, None], 4, 0, 0, 2)
+        >>> [int(b.shape[0]) for b in ds]
+        [4, 4, 2, 4, 4, 2]
+    """
+    data = tf.constant(x)
+    n = len(x)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_tensor_slices(_permutation(n, seed, epoch)).batch(batch_size)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    ds = ds.map(lambda i: tf.gather(data, i), deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _permutation(n: int, seed: int, epoch: Any) -> tf.Tensor:
+    key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=key)
+
+
+def make_optimizer(lr: float, *, schedule: str | None = None, decay_steps: int = 1,
+                   clipnorm: float | None = None, weight_decay: float = 0.0
+                   ) -> tf_keras.optimizers.Optimizer:
+    """Adam (AdamW when ``weight_decay > 0``) with optional cosine decay and gradient clipping.
+
+    Example:
+        >>> type(make_optimizer(1e-3, schedule="cosine", decay_steps=100)).__name__
+        'Adam'
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
+    if not float(lr) > 0:
+        raise ValueError(f"lr must be > 0; got {lr!r}")
+    if clipnorm is not None and not float(clipnorm) > 0:
+        raise ValueError(f"clipnorm must be > 0 or None; got {clipnorm!r}")
+    if not float(weight_decay) >= 0:
+        raise ValueError(f"weight_decay must be >= 0; got {weight_decay!r}")
+    rate: Any = float(lr)
+    if schedule == "cosine":
+        rate = tf_keras.optimizers.schedules.CosineDecay(float(lr), decay_steps=int(decay_steps))
+    if weight_decay > 0:
+        return tf_keras.optimizers.AdamW(rate, weight_decay=float(weight_decay), clipnorm=clipnorm)
+    return tf_keras.optimizers.Adam(rate, clipnorm=clipnorm)
+
+
+def _require_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError as err:
+        raise ImportError("tensorboard_dir needs the tensorboard package: pip install "
+                          "tensorboard") from err
+
+
+def _current_lr(optimizer: tf_keras.optimizers.Optimizer) -> float:
+    rate = optimizer._learning_rate  # the schedule or the variable
+    if isinstance(rate, tf_keras.optimizers.schedules.LearningRateSchedule):
+        return float(rate(optimizer.iterations))
+    return float(tf_keras.backend.get_value(rate))
+
+
+class _RunState(tf_keras.callbacks.Callback):
+    """History, best weights, early stopping, plateau decay and per-epoch checkpoints."""
+
+    def __init__(self, flow: Any, optimizer: Any, *, monitor: str, patience: int | None,
+                 plateau: bool, guard: NonFiniteGuard, checkpoint_dir: Path | None) -> None:
+        super().__init__()
+        self.flow = flow
+        self.optimizer = optimizer
+        self.monitor = monitor
+        self.patience = patience
+        self.plateau = plateau
+        self.plateau_patience = max(2, patience // 3) if patience else 5
+        self.guard = guard
+        self.state = {"history": {"loss": [], "val_loss": [], "lr": []}, "best": None,
+                      "best_epoch": None, "wait": 0, "plateau_wait": 0, "stopped_early": False}
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.state_text = tf.Variable("{}", dtype=tf.string, trainable=False, name="state")
+        self.best = tf.Module()
+        self.best.weights = [tf.Variable(v, trainable=False) for v in flow.weights]
+        self.manager = None
+        if checkpoint_dir is not None:
+            ckpt = tf.train.Checkpoint(flow=flow, optimizer=optimizer, epoch=self.epoch,
+                                       state=self.state_text, best=self.best)
+            self.manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir / "ckpt"),
+                                                      max_to_keep=2)
+
+    def restore(self) -> int:
+        """Load the latest checkpoint; return the number of epochs it had finished."""
+        path = self.manager.latest_checkpoint
+        if path is None:
+            raise CheckpointError(f"no readable checkpoint in {self.manager.directory}; delete "
+                                  "the folder to start over")
+        try:
+            status = self.manager.checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+            self.state = json.loads(self.state_text.numpy().decode())
+        except Exception as err:  # TF raises OpError, IndexError, AssertionError, ... here
+            raise CheckpointError(f"checkpoint {path} is corrupt or does not match this flow "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+                                  "delete the folder to start over") from err
+        return int(self.epoch.numpy())
+
+    def restore_best(self) -> None:
+        if self.state["best_epoch"] is not None:
+            for dst, src in zip(self.flow.weights, self.best.weights, strict=True):
+                dst.assign(src)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.guard.tripped:
+            return
+        logs = logs or {}
+        s = self.state
+        for key in ("loss", "val_loss"):
+            if key in logs:
+                s["history"][key].append(float(logs[key]))
+        s["history"]["lr"].append(_current_lr(self.optimizer))
+        value = float(logs[self.monitor])
+        if s["best"] is None or value < s["best"]:
+            s["best"], s["best_epoch"], s["wait"], s["plateau_wait"] = value, epoch + 1, 0, 0
+            for dst, src in zip(self.best.weights, self.flow.weights, strict=True):
+                dst.assign(src)
+        else:
+            s["wait"] += 1
+            s["plateau_wait"] += 1
+        if self.plateau and s["plateau_wait"] >= self.plateau_patience:
+            rate = self.optimizer.learning_rate
+            rate.assign(rate * 0.5)
+            s["plateau_wait"] = 0
+        if self.patience is not None and s["wait"] >= self.patience:
+            s["stopped_early"] = True
+            self.model.stop_training = True
+        self.epoch.assign(epoch + 1)
+        if self.manager is not None:
+            self.state_text.assign(json.dumps(s))
+            self.manager.save(checkpoint_number=epoch + 1)
+
+
+def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
+        lr: float = 1e-3, schedule: str | None = None, clipnorm: float | None = None,
+        weight_decay: float = 0.0, patience: int | None = None,
+        checkpoint_dir: str | Path | None = None, resume: bool = False,
+        tensorboard_dir: str | Path | None = None, seed: int = 0, verbose: int = 1,
+        jit_compile: bool = True, callbacks: list | tuple = ()) -> FitResult:
+    """Fit ``flow`` to data by maximum likelihood (forward KL) with Keras ``fit``.
+
+    Loss: mean of -log q(x) over a batch. Each epoch sees the training set in an order drawn
+    from ``(seed, epoch)``; the validation loss is computed on the whole validation set after
+    every epoch. The flow ends holding the weights of its best epoch (lowest validation loss,
+    or training loss without ``val``). With ``checkpoint_dir`` the run is saved after every
+    epoch (flow, optimizer, epoch, history, best weights) and ``resume=True`` continues it,
+    from a kill at any moment, to the result the uninterrupted run would have given. A
+    non-finite loss stops the run, restores the weights from before the failing batch and
+    names that batch and the step of the flow that went non-finite (``result.nonfinite``).
+
+    Args:
+        flow: A :class:`~normalizingflows.flows.core.Flow`.
+        train: Training array ``[N, D]``.
+        val: Validation array ``[M, D]`` (early stopping and best weights monitor it).
+        epochs: Number of epochs (>= 1).
+        batch_size: Examples per batch.
+        lr: Peak learning rate of Adam/AdamW.
+        schedule: ``None`` (constant), ``"cosine"`` (decay to 0 over the run) or ``"plateau"``
+            (halve when the monitored loss stalls for ``max(2, patience // 3)`` epochs, or 5).
+        clipnorm: Clip each gradient to this norm (Keras optimizer ``clipnorm``).
+        weight_decay: Decoupled weight decay (AdamW) when > 0.
+        patience: Stop after this many epochs without improvement (``None``: never).
+        checkpoint_dir: Folder for per-epoch checkpoints and the run config.
+        resume: Continue the run in ``checkpoint_dir``; refused if its config differs.
+        tensorboard_dir: Write TensorBoard logs here.
+        seed: Seed of the shuffling.
+        verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
+        jit_compile: Compile the train step with XLA.
+        callbacks: Extra Keras callbacks.
+
+    Returns:
+        :class:`FitResult` with the history and best epoch.
+
+    Raises:
+        ValueError: On bad arguments or data (``epochs < 1``, NaN, wrong shape).
+        ResumeConfigError: If ``resume`` meets a checkpoint of a different run.
+        CheckpointError: If the checkpoint is corrupt.
+
+    Example:
+        >>> import normalizingflows as nf
+        >>> x = nf.data.toy.moons(256, seed=0)
+        >>> flow = nf.flows.build("realnvp", 2, layers=2, hidden_units=8)
+        >>> result = fit(flow, x, val=x[:64], epochs=2, batch_size=128, verbose=0,
+        ...              jit_compile=False)
+        >>> len(result.history["val_loss"]), result.best_epoch in (1, 2)
+        (2, True)
+    """
+    start_time = time.perf_counter()
+    if tensorboard_dir is not None:
+        _require_tensorboard()
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if patience is not None:
+        patience = _positive_int(patience, "patience")
+    train = check_array(train, "train", flow.features).astype(flow.dtype, copy=False)
+    if val is not None:
+        val = check_array(val, "val", flow.features).astype(flow.dtype, copy=False)
+    steps = math.ceil(len(train) / batch_size)
+    optimizer = make_optimizer(lr, schedule=schedule, decay_steps=epochs * steps,
+                               clipnorm=clipnorm, weight_decay=weight_decay)
+    flow.log_prob(train[:2])  # build lazily created layers before copying or restoring weights
+    optimizer.build(flow.trainable_variables)
+    flow.compile(optimizer, jit_compile=jit_compile)
+
+    guard = NonFiniteGuard(
+        lambda e, b: tf.gather(train, _permutation(len(train), seed, e)[b * batch_size:
+                                                                        (b + 1) * batch_size]),
+        verbose=verbose)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    run = _RunState(flow, optimizer, monitor="val_loss" if val is not None else "loss",
+                    patience=patience, plateau=schedule == "plateau", guard=guard,
+                    checkpoint_dir=checkpoint_dir)
+    initial_epoch = 0
+    if checkpoint_dir is not None:
+        try:
+            flow_config = flow.get_config()
+        except NotImplementedError:
+            flow_config = {"class": type(flow).__name__, "weights": fingerprint(
+                np.concatenate([np.ravel(v.numpy()) for v in flow.weights]))}
+        config = {"flow": flow_config, "train": fingerprint(train), "val": fingerprint(val),
+                  "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
+                  "schedule": schedule, "clipnorm": clipnorm, "weight_decay": float(weight_decay),
+                  "patience": patience, "seed": int(seed)}
+        if check_run_config(checkpoint_dir, config, resume=resume):
+            initial_epoch = run.restore()
+    elif resume:
+        raise ValueError("resume=True needs checkpoint_dir")
+
+    if initial_epoch < epochs and not run.state["stopped_early"]:
+        cbs = [guard, run, *callbacks]
+        if tensorboard_dir is not None:
+            _require_tensorboard()
+            cbs.append(tf_keras.callbacks.TensorBoard(str(tensorboard_dir)))
+        val_kwargs = {}
+        if val is not None:
+            val_kwargs = {"validation_data": (val,),
+                          "validation_batch_size": min(len(val), 50_000)}
+        flow.fit(epoch_batches(train, batch_size, seed, initial_epoch, epochs),
+                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                 verbose=verbose, callbacks=cbs, **val_kwargs)
+    if not guard.tripped:
+        run.restore_best()
+    s = run.state
+    history = {k: v for k, v in s["history"].items() if v}
+    return FitResult(history=history, best_epoch=s["best_epoch"], best_loss=s["best"],
+                     epochs_run=len(s["history"]["loss"]), stopped_early=s["stopped_early"],
+                     nonfinite=guard.report, initial_epoch=initial_epoch,
+                     seconds=time.perf_counter() - start_time)
