@@ -15,12 +15,13 @@ import tensorflow_probability as tfp
 
 from .act_norm import ActNorm
 from .batch_norm import BatchNorm
+from .mixture_cdf import MixtureCDF
 from .planar import Planar
 from .radial import Radial
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "Planar", "Radial", "catalog"]
+__all__ = ["ActNorm", "BatchNorm", "MixtureCDF", "Planar", "Radial", "catalog"]
 
 
 def _planar(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:
@@ -64,6 +65,28 @@ def _act_norm(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> 
     )
 
 
+def _mixture_cdf(family: str) -> Callable[..., tfb.Bijector]:
+    def factory(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:
+        """A 4-component `MixtureCDF` per feature followed by the probit: R -> R.
+
+        The probit (inverse of `tfb.NormalCDF`) makes the composition a map of the real line,
+        which is how `ar_mixture_cdf` stacks it, and lets the harness test it on R^D.
+        """
+        dtype = tf.as_dtype(dtype)
+        normal = lambda k, stddev: tf.random.stateless_normal(
+            [features, 4], seed=[seed, k], stddev=stddev, dtype=dtype
+        )
+        cdf = MixtureCDF(
+            tf.Variable(normal(0, 1.0), name="logits"),
+            tf.Variable(normal(1, 1.5), name="locs"),
+            tf.Variable(tf.exp(normal(2, 0.4)), name="scales"),
+            family=family,
+        )
+        return tfb.Chain([tfb.Invert(tfb.NormalCDF()), cdf], name=f"mixture_cdf_{family}")
+
+    return factory
+
+
 def catalog() -> dict[str, Callable[..., tfb.Bijector]]:
     """Returns the bijector catalog: name -> factory.
 
@@ -73,13 +96,14 @@ def catalog() -> dict[str, Callable[..., tfb.Bijector]]:
     used by the registry-driven tests in `tests/test_bijectors.py`.
 
     Returns:
-        A new dict mapping `"planar"`, `"planar_leaky_relu"`, `"radial"`, `"batch_norm"` and
-        `"act_norm"` to their factories.
+        A new dict mapping `"planar"`, `"planar_leaky_relu"`, `"radial"`, `"batch_norm"`,
+        `"act_norm"`, `"mixture_cdf_normal"` and `"mixture_cdf_logistic"` to their factories.
 
     Example:
         >>> from normalizingflows.bijectors import catalog
         >>> sorted(catalog())
-        ['act_norm', 'batch_norm', 'planar', 'planar_leaky_relu', 'radial']
+        ['act_norm', 'batch_norm', 'mixture_cdf_logistic', 'mixture_cdf_normal', 'planar',
+         'planar_leaky_relu', 'radial']
         >>> catalog()["radial"](3, seed=1).forward([[0.0, 1.0, 2.0]]).shape
         TensorShape([1, 3])
     """
@@ -89,4 +113,6 @@ def catalog() -> dict[str, Callable[..., tfb.Bijector]]:
         "radial": _radial,
         "batch_norm": _batch_norm,
         "act_norm": _act_norm,
+        "mixture_cdf_normal": _mixture_cdf("normal"),
+        "mixture_cdf_logistic": _mixture_cdf("logistic"),
     }
