@@ -18,7 +18,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "ruff"],
+        "test": ["pytest>=7", "pytest-xdist", "ruff", "nbformat", "nbclient", "ipykernel"],
     },
     entry_points={"console_scripts": ["normalizingflows=normalizingflows.cli:main"]},
 )
