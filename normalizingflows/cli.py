@@ -287,7 +287,7 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
         flow, splits.train, val=splits.val, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, schedule=args.schedule, patience=args.patience,
         checkpoint_dir=tmp / "checkpoints", resume=args.resume, seed=args.seed,
-        verbose=args.verbose)
+        verbose=args.verbose, jit_compile=args.jit)
     if result.nonfinite is not None:
         raise CLIError(result.nonfinite["message"])
     test = training.check_array(splits.test, "test", features)
@@ -343,7 +343,7 @@ def fit_energy(args: argparse.Namespace) -> dict:
         result = training.fit_reverse_kl(flow, energy, steps=args.steps,
                                          batch_size=args.batch_size, lr=args.lr,
                                          seed=args.seed, eval_samples=args.eval_samples,
-                                         verbose=args.verbose)
+                                         verbose=args.verbose, jit_compile=args.jit)
         if result.nonfinite is not None:
             raise CLIError(result.nonfinite["message"])
         metrics = {"flow": args.flow, "energy": energy.name, "seed": args.seed,
@@ -447,6 +447,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+        p.add_argument("--no-jit", action="store_false", dest="jit",
+                       help="do not compile the training step with XLA")
 
     p = sub.add_parser("train", help="fit a flow to a dataset (maximum likelihood)")
     flow_args(p, None)

@@ -26,7 +26,8 @@ tfb, tfd = tfp.bijectors, tfp.distributions
 ROOT = Path(__file__).resolve().parents[1]
 
 # The run the SIGKILL test repeats in a child process; keep both in sync through this text.
-RUN = dict(epochs=6, batch_size=100, lr=3e-3, schedule="cosine", seed=3, verbose=0)
+RUN = dict(epochs=6, batch_size=100, lr=3e-3, schedule="cosine", seed=3, verbose=0,
+           jit_compile=False)
 
 
 def _data():
@@ -100,7 +101,8 @@ def test_validation_best_weights_and_history(tmp_path):
     train, val = _data()
     flow = _flow()
     r = nf.training.fit(flow, train, val=val, epochs=3, batch_size=250, lr=1e-2, verbose=0,
-                        schedule="plateau", clipnorm=1.0, weight_decay=1e-4, patience=5)
+                        schedule="plateau", clipnorm=1.0, weight_decay=1e-4, patience=5,
+                        jit_compile=False)
     assert set(r.history) == {"loss", "val_loss", "lr"}
     assert r.epochs_run == 3 and len(r.history["loss"]) == 3
     best = int(np.argmin(r.history["val_loss"])) + 1
@@ -131,7 +133,8 @@ def test_early_stopping_restores_the_best_epoch():
 
 def test_cosine_schedule_decays_to_zero():
     train, _ = _data()
-    r = nf.training.fit(_flow(), train, epochs=2, batch_size=500, schedule="cosine", verbose=0)
+    r = nf.training.fit(_flow(), train, epochs=2, batch_size=500, schedule="cosine", verbose=0,
+                        jit_compile=False)
     assert r.history["lr"][-1] == pytest.approx(0.0, abs=1e-9)
     assert r.history["lr"][0] < 1e-3
 
@@ -155,7 +158,7 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
 def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path):
     train, _ = _data()
     nf.training.fit(_flow(), train, epochs=1, batch_size=500, verbose=0,
-                    checkpoint_dir=tmp_path)
+                    checkpoint_dir=tmp_path, jit_compile=False)
     data_file = next((tmp_path / "ckpt").glob("ckpt-1.data-*"))
     data_file.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -186,7 +189,8 @@ def test_nonfinite_guard_stops_restores_and_names_the_step():
     x = np.exp(rng.standard_normal((400, 2))).astype(np.float32)
     x[123] = [-3.0, 1.0]  # finite, but outside the flow's support
     flow = _log_flow()
-    r = nf.training.fit(flow, x, epochs=3, batch_size=50, lr=1e-2, verbose=0, seed=0)
+    r = nf.training.fit(flow, x, epochs=3, batch_size=50, lr=1e-2, verbose=0, seed=0,
+                        jit_compile=False)
     assert r.nonfinite is not None
     assert "exp_step" in r.nonfinite["message"] and "batch" in r.nonfinite["message"]
     assert r.nonfinite["epoch"] == 1
