@@ -257,3 +257,41 @@ def test_maf_log_prob_matches_its_autodiff_jacobian_after_training_steps():
     _, logdet = tf.linalg.slogdet(tape.batch_jacobian(z, z_x))
     expected = flow.base.log_prob(z) + logdet
     np.testing.assert_allclose(flow.log_prob(z_x).numpy(), expected.numpy(), atol=1e-9)
+
+
+def test_ar_mixture_cdf_with_uniform_latent_is_the_autoregressive_mixture_density():
+    flow = nf.flows.build("ar_mixture_cdf", 3, components=4, hidden_units=8, latent="uniform",
+                          dtype="float64")
+    perturb_x = data(3, n=10, dtype="float64")
+    for v in flow.trainable_variables:  # move away from the initialisation
+        v.assign_add(0.1 * tf.random.stateless_normal(v.shape, seed=[1, 2], dtype=v.dtype))
+    params = flow.nets[0](perturb_x).numpy()  # [10, 3, 3K]
+    k = 4
+    logits, locs = params[..., :k], params[..., k:2 * k]
+    scales = np.log1p(np.exp(params[..., 2 * k:])) + 1e-3
+    mixture = tfd.MixtureSameFamily(tfd.Categorical(logits=logits), tfd.Normal(locs, scales))
+    expected = mixture.log_prob(perturb_x).numpy().sum(-1)
+    np.testing.assert_allclose(flow.log_prob(perturb_x).numpy(), expected, rtol=1e-10)
+    s = flow.sample(50, seed=3).numpy()
+    u = flow.to_base(s).numpy()
+    assert np.all((u > 0) & (u < 1))
+    with pytest.raises(ValueError, match="latent must be one of"):
+        nf.flows.build("ar_mixture_cdf", 2, latent="cauchy")
+
+
+@pytest.mark.parametrize("name", ["maf", "realnvp", "maf_mog"])
+def test_training_mode_reaches_every_batch_norm_layer(name):
+    # tfb.Chain of bijectors with Keras-made parameters is TFP's private _Chain class; the
+    # training flag must still reach each BatchNorm (a regression seen here).
+    flow = nf.flows.build(name, 3, batch_norm=True, **small_kwargs(name, {}))
+    norms = [v for v in flow.non_trainable_variables if "moving_variance" in v.name]
+    assert len(norms) == 2
+    x = data(3, n=64) * 2.0 + 1.0
+    flow.log_prob(x)  # evaluation: stored statistics, nothing changes
+    assert all(np.all(v.numpy() == 1.0) for v in norms)
+    flow.log_prob(x, training=True)  # every layer updates its running variance
+    assert all(np.all(v.numpy() != 1.0) for v in norms)
+    before = [v.numpy().copy() for v in norms]
+    flow.compile(tf_keras.optimizers.Adam(1e-3))
+    flow.fit(x.numpy(), batch_size=32, epochs=1, verbose=0)
+    assert all(np.abs(v.numpy() - b).max() > 0 for v, b in zip(norms, before, strict=True))

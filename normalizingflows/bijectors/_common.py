@@ -8,7 +8,33 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features"]
+__all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features", "is_chain",
+           "is_invert"]
+
+
+def _base_class(public: type, private_name: str) -> type:
+    for cls in public.__mro__:
+        if cls.__name__ == private_name:
+            return cls
+    return public
+
+
+# ``tfb.Chain(...)`` and ``tfb.Invert(...)`` return instances of the private base classes
+# ``_Chain`` / ``_Invert`` (not of the public names) when a member is not a CompositeTensor,
+# e.g. a bijector whose parameters come from Keras layers. Test against the base classes,
+# found through the public classes' MRO.
+_CHAIN = _base_class(tfp.bijectors.Chain, "_Chain")
+_INVERT = _base_class(tfp.bijectors.Invert, "_Invert")
+
+
+def is_chain(bijector: Any) -> bool:
+    """Whether ``bijector`` is a ``tfb.Chain`` (public or private class)."""
+    return isinstance(bijector, _CHAIN)
+
+
+def is_invert(bijector: Any) -> bool:
+    """Whether ``bijector`` is a ``tfb.Invert`` (public or private class)."""
+    return isinstance(bijector, _INVERT)
 
 
 def infer_dtype(*values: Any) -> tf.DType:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+import tf_keras
 
 from ..bijectors import BatchNorm
 from ..nn import MADE
@@ -88,8 +89,10 @@ def chain(steps: list[tfb.Bijector], name: str = "flow") -> tfb.Bijector:
 
 def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
                          activation: str, order: str, seed: int, dtype: str, params: int,
-                         make_bijector: Callable[[tf.Tensor], tfb.Bijector],
-                         invert: bool = False, batch_norm: bool = False
+                         make_bijector: Callable[[tf.Tensor], tfb.Bijector]
+                         | Sequence[Callable[[tf.Tensor], tfb.Bijector]],
+                         invert: bool = False, batch_norm: bool = False,
+                         output_bias: np.ndarray | None = None
                          ) -> tuple[list[tfb.Bijector], list[MADE]]:
     """Layers of a MAF-type flow, in data -> base order of the normalising direction.
 
@@ -97,19 +100,27 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
     its parameters from a :class:`~normalizingflows.nn.MADE`; its inverse (one MADE pass) maps
     data towards the base. ``invert=True`` wraps each in ``tfb.Invert`` (IAF: one pass to
     sample). ``batch_norm`` adds a :class:`~normalizingflows.bijectors.BatchNorm` after each
-    layer in the normalising direction (MAF paper).
+    layer in the normalising direction (MAF paper). ``make_bijector`` may be one callable per
+    layer. ``output_bias`` (one value per MADE output of one input) initialises the MADE
+    output bias.
 
     Returns:
         ``(steps, nets)``: pass ``steps`` to :func:`chain` for the base -> data bijector.
     """
+    makers = (list(make_bijector) if isinstance(make_bijector, Sequence)
+              else [make_bijector] * layers)
     steps, nets = [], []
     for i, layer_order in enumerate(layer_orders(order, layers)):
+        bias = "zeros" if output_bias is None else tf_keras.initializers.Constant(
+            np.tile(np.asarray(output_bias, dtype=np.float64), features))
         made = MADE(features, params=params, hidden_units=hidden_units, activation=activation,
-                    order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}")
+                    order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}",
+                    output_bias_initializer=bias)
         nets.append(made)
 
-        def bijector_fn(y: tf.Tensor, _made: MADE = made, **kwargs) -> tfb.Bijector:
-            return make_bijector(_made(y))
+        def bijector_fn(y: tf.Tensor, _made: MADE = made, _make=makers[i], **kwargs
+                        ) -> tfb.Bijector:
+            return _make(_made(y))
 
         step = tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn, name=f"maf_{i}")
         steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)

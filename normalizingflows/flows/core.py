@@ -16,6 +16,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from ..bijectors._common import is_chain, is_invert
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
@@ -36,14 +38,14 @@ def _route(bijector: tfb.Bijector, leaf_kwargs: dict[str, Any]) -> dict[str, Any
     ``tfb.Chain`` routes keyword arguments by sub-bijector name, ``tfb.Invert`` passes its own
     through; a leaf receives the subset of ``leaf_kwargs`` its ``_inverse`` accepts.
     """
-    if isinstance(bijector, tfb.Chain):
+    if is_chain(bijector):
         routed = {}
         for sub in bijector.bijectors:
             kw = _route(sub, leaf_kwargs)
             if kw:
                 routed[sub.name] = kw
         return routed
-    if isinstance(bijector, tfb.Invert):
+    if is_invert(bijector):
         return _route(bijector.bijector, leaf_kwargs)
     return {k: v for k, v in leaf_kwargs.items() if _accepts(bijector, k)}
 

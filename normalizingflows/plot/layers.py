@@ -16,16 +16,11 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
 from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from tensorflow_probability.python.bijectors import chain as _chain  # noqa: E402
-from tensorflow_probability.python.bijectors import invert as _invert  # noqa: E402
+
+from ..bijectors._common import is_chain, is_invert  # noqa: E402
 
 tfb = tfp.bijectors
 
-# ``tfb.Chain(...)`` / ``tfb.Invert(...)`` return the private base classes ``_Chain`` / ``_Invert``
-# (not instances of the public names) when a member is not a CompositeTensor, e.g. a bijector
-# holding Keras layers; test against the base classes.
-_CHAIN = getattr(_chain, "_Chain", tfb.Chain)
-_INVERT = getattr(_invert, "_Invert", tfb.Invert)
 
 __all__ = ["bijector_steps", "layer_outputs", "layer_by_layer", "layer_by_layer_gif"]
 
@@ -52,18 +47,18 @@ def bijector_steps(bijector: tfb.Bijector) -> list[tfb.Bijector]:
         >>> [s.bijector.name for s in steps]
         ['exp', 'shift']
     """
-    if isinstance(bijector, _CHAIN):
+    if is_chain(bijector):
         return [s for sub in reversed(bijector.bijectors) for s in bijector_steps(sub)]
-    if isinstance(bijector, _INVERT):
+    if is_invert(bijector):
         inner = bijector_steps(bijector.bijector)
-        return [s.bijector if isinstance(s, _INVERT) else tfb.Invert(s)
+        return [s.bijector if is_invert(s) else tfb.Invert(s)
                 for s in reversed(inner)]
     return [bijector]
 
 
 def _step_kwargs(step: tfb.Bijector) -> dict[str, Any]:
     """``training=False`` for steps (batch norm) that take it: evaluation mode."""
-    inverted = isinstance(step, _INVERT)
+    inverted = is_invert(step)
     leaf = step.bijector if inverted else step
     method = getattr(leaf, "_inverse" if inverted else "_forward", None)
     try:
@@ -74,7 +69,7 @@ def _step_kwargs(step: tfb.Bijector) -> dict[str, Any]:
 
 
 def _step_label(step: tfb.Bijector) -> str:
-    if isinstance(step, _INVERT):
+    if is_invert(step):
         return f"inv {step.bijector.name}"
     return step.name
 
