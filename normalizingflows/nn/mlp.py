@@ -61,7 +61,9 @@ class MLP(tf_keras.layers.Layer):
                                                           tf.shape(context)[-1:]], 0))
             h = tf.concat([h, context], axis=-1)
         batch_shape = tf.shape(h)[:-1]
-        h = tf.reshape(h, [-1, h.shape[-1]])  # Dense wants a matrix; any batch shape works
+        # Dense wants a matrix; any batch shape works. The width is known from construction
+        # (inside tfb.RealNVP under Keras fit the static last dimension is not).
+        h = tf.reshape(h, [-1, self.in_features + int(self.context_features or 0)])
         for layer in self.hidden:
             h = layer(h)
         out = self.out(h)
