@@ -195,47 +195,11 @@ def _bound(x: Any) -> float:
 
 
 def _loss_figure(history: dict, title: str = "") -> Any:
-    """Training and validation loss per epoch (``nf.plot`` has no loss-curve helper yet)."""
-    import matplotlib
+    from . import plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for key, label in (("loss", "train"), ("val_loss", "validation")):
-        values = history.get(key) or []
-        if values:
-            ax.plot(range(1, len(values) + 1), values, label=label)
-    ax.set_xlabel("epoch" if "val_loss" in history or len(history.get("loss", [])) < 200
-                  else "step")
-    ax.set_ylabel("loss (nats)")
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def _samples_figure(samples: Any, reference: Any = None, *, bound: float, title: str = "") -> Any:
-    """Model samples (and reference points) as scatter plots (``nf.plot`` has none yet)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("model samples", samples)]
-    if reference is not None:
-        panels.insert(0, ("data", reference))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2), squeeze=False)
-    for ax, (label, pts) in zip(axes[0], panels, strict=True):
-        ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
-        ax.set_xlim(-bound, bound)
-        ax.set_ylim(-bound, bound)
-        ax.set_aspect("equal")
-        ax.set_title(label)
+    fig = plot.loss_curves(history)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -312,12 +276,12 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
                  if name in data.toy.names() else np.asarray(splits.train))
         fig = plot.density_vs_data(flow, truth, samples=samples, bound=bound, title=title)
         fig.savefig(tmp / "density.png", dpi=100)
-        _samples_figure(samples, test, bound=bound, title=title).savefig(
+        plot.samples_scatter(samples, data=test, bound=bound, title=title).savefig(
             tmp / "samples.png", dpi=100)
     else:
         dims = samples[:, :2]
-        _samples_figure(dims, test[:, :2], bound=_bound(test[:, :2]),
-                        title=f"{title} (first two dimensions)").savefig(
+        plot.samples_scatter(dims, data=test[:, :2], bound=_bound(test[:, :2]),
+                             title=f"{title} (first two dimensions)").savefig(
             tmp / "samples.png", dpi=100)
     _loss_figure(result.history, title).savefig(tmp / "loss.png", dpi=100)
     flow.save(tmp / "flow")
