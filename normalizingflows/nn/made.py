@@ -155,9 +155,10 @@ class MADE(tf_keras.layers.Layer):
         n = len(self._masks)
         layers = zip(self._masks, self.kernels, self.biases, strict=True)
         for i, (mask, kernel, bias) in enumerate(layers):
-            pre = bias[None, :] + tf.zeros([tf.shape(h)[0], 1], self.dtype)
             if kernel is not None:
-                pre = pre + tf.matmul(h, kernel * tf.constant(mask, self.dtype))
+                pre = tf.matmul(h, kernel * tf.constant(mask, self.dtype)) + bias
+            else:  # fully masked layer: only the bias (and the context) reach it
+                pre = tf.broadcast_to(bias, [tf.shape(h)[0], bias.shape[0]])
             if i == 0 and context is not None:
                 pre = pre + tf.matmul(context, self.context_kernel)
             h = pre if i == n - 1 else self.activation(pre)
