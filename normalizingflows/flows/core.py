@@ -21,7 +21,7 @@ from ..bijectors._common import is_chain, is_invert
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["Flow", "load", "FAST_DIRECTIONS"]
+__all__ = ["Flow", "load", "check_array", "FAST_DIRECTIONS"]
 
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
@@ -48,6 +48,31 @@ def _route(bijector: tfb.Bijector, leaf_kwargs: dict[str, Any]) -> dict[str, Any
     if is_invert(bijector):
         return _route(bijector.bijector, leaf_kwargs)
     return {k: v for k, v in leaf_kwargs.items() if _accepts(bijector, k)}
+
+
+def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
+    """``x`` as a floating array ``[N >= 1, ..., features]`` with no NaN/Inf, else a clear error.
+
+    Raises:
+        TypeError: If ``x`` is not a floating-point array.
+        ValueError: On a wrong shape, an empty array, or NaN/Inf (the first bad row is named).
+
+    Example:
+        >>> check_array(np.ones((3, 2), np.float32), "x", 2).shape
+        (3, 2)
+    """
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array; got dtype {arr.dtype}")
+    if arr.ndim < 2 or len(arr) == 0 or (features is not None and arr.shape[-1] != features):
+        want = features if features is not None else "D"
+        raise ValueError(f"{name} must have shape [N >= 1, {want}]; got {list(arr.shape)}")
+    bad = ~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim)))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(f"{name} contains NaN or Inf in {rows.size} row(s), first at row "
+                         f"{rows[0]}; remove or impute them")
+    return arr
 
 
 class Flow(tf_keras.Model):
@@ -228,17 +253,7 @@ class Flow(tf_keras.Model):
         x = x[0] if isinstance(x, (tuple, list)) else x
         if isinstance(x, dict) or (tf.is_tensor(x) and not tf.executing_eagerly()):
             return
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "fc":
-            raise TypeError(f"{name} must be a floating-point array; got dtype {arr.dtype}")
-        if arr.ndim < 1 or arr.shape[-1] != self.features:
-            raise ValueError(f"{name} must have shape [N, {self.features}] (features="
-                             f"{self.features}); got shape {list(arr.shape)}")
-        bad = ~np.isfinite(arr).all(axis=tuple(range(1, arr.ndim)))
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            raise ValueError(f"{name} contains NaN or Inf in {rows.size} row(s), first at row "
-                             f"{rows[0]}; remove or impute them before fit")
+        check_array(x, name, self.features)
 
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Keras ``fit`` after checking array inputs for shape, dtype and NaN/Inf.

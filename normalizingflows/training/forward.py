@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from ..flows.core import check_array as core_check_array
 from .callbacks import NonFiniteGuard
 from .state import CheckpointError, check_run_config, fingerprint
 
@@ -55,8 +56,11 @@ class FitResult:
 def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
     """``x`` as a floating array ``[N, features]`` with no NaN/Inf, else a clear error.
 
+    :func:`normalizingflows.flows.core.check_array`, plus: a ``tf.data.Dataset`` is refused
+    (resumable training reshuffles arrays by ``(seed, epoch)``).
+
     Raises:
-        TypeError: If ``x`` is not a floating-point array.
+        TypeError: If ``x`` is a dataset or not a floating-point array.
         ValueError: On a wrong shape, an empty array, or NaN/Inf (the first bad row is named).
 
     Example:
@@ -66,18 +70,7 @@ def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
     if isinstance(x, tf.data.Dataset):
         raise TypeError(f"{name} must be an array; got a tf.data.Dataset (for streamed data use "
                         "flow.compile + flow.fit directly)")
-    arr = np.asarray(x)
-    if arr.dtype.kind != "f":
-        raise TypeError(f"{name} must be a floating-point array; got dtype {arr.dtype}")
-    if arr.ndim != 2 or len(arr) == 0 or (features is not None and arr.shape[1] != features):
-        want = features if features is not None else "D"
-        raise ValueError(f"{name} must have shape [N >= 1, {want}]; got {list(arr.shape)}")
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(f"{name} contains NaN or Inf in {rows.size} row(s), first at row "
-                         f"{rows[0]}; remove or impute them")
-    return arr
+    return core_check_array(x, name, features)
 
 
 def _positive_int(value: Any, name: str) -> int:
