@@ -5,7 +5,8 @@ One command (from the repository root):
     python experiments/toy_density.py            # the full table (about 30-40 min on 2 CPUs)
     python experiments/toy_density.py --quick    # a smoke run (a minute or two)
 
-Writes ``experiments/results/toy_density.csv`` (``toy_density_quick.csv`` with ``--quick``) and
+Writes (or, for a subset of flows/sets, updates the matching rows of)
+``experiments/results/toy_density.csv`` (``toy_density_quick.csv`` with ``--quick``) and
 the heatmap grid ``visualizations/toy_density_grid.png`` (data | one column per flow).
 
 The best possible test log-likelihood of a set is E_p[log p(x)] (minus its differential
@@ -210,14 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     results = ROOT / "experiments" / "results"
     results.mkdir(parents=True, exist_ok=True)
     out = results / f"toy_density{suffix}.csv"
+    # A run over some flows or sets replaces only its own rows of an existing table.
+    keys = {(r["dataset"], r["flow"]) for r in rows}
+    kept = []
+    if out.exists():
+        with open(out, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if (r["dataset"], r["flow"]) not in keys]
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(kept + rows)
     os.replace(tmp, out)
     fig = grid_figure(args.sets, args.flows, rows, models, seed=args.seed)
-    png = ROOT / "visualizations" / f"toy_density{suffix}_grid.png"
+    partial = "" if (args.flows == list(FLOWS) and args.sets == list(SETS)) else \
+        "_" + "_".join(args.flows)
+    png = ROOT / "visualizations" / f"toy_density{suffix}{partial}_grid.png"
     png.parent.mkdir(exist_ok=True)
     tmp_png = png.with_name(f".{png.stem}.tmp.png")
     fig.savefig(tmp_png, dpi=90)
