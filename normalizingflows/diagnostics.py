@@ -13,7 +13,7 @@ __all__ = ["grid_log_prob", "grid_integral", "count_parameters", "NormalityResul
 
 
 def grid_log_prob(log_prob: Any, *, bound: float = 4.0, resolution: int = 200,
-                  batch_size: int = 20_000, dtype: str = "float32"
+                  batch_size: int = 20_000, dtype: str = "float32", context: Any = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate a 2-D ``log_prob`` on a square grid over ``[-bound, bound]^2``.
 
@@ -23,6 +23,7 @@ def grid_log_prob(log_prob: Any, *, bound: float = 4.0, resolution: int = 200,
         resolution: Points per axis.
         batch_size: Points per call.
         dtype: Dtype of the grid points.
+        context: For a conditional flow, one context ``[C]`` used at every grid point.
 
     Returns:
         ``(xs, ys, log_density)`` with ``log_density`` of shape ``(resolution, resolution)``,
@@ -33,7 +34,9 @@ def grid_log_prob(log_prob: Any, *, bound: float = 4.0, resolution: int = 200,
     ys = np.linspace(-bound, bound, resolution)
     gx, gy = np.meshgrid(xs, ys)
     points = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(dtype)
-    out = [np.asarray(fn(tf.constant(points[i:i + batch_size])))
+    kwargs = {} if context is None else {"context": np.reshape(np.asarray(context, dtype),
+                                                                 (1, -1))}
+    out = [np.asarray(fn(tf.constant(points[i:i + batch_size]), **kwargs))
            for i in range(0, len(points), batch_size)]
     return xs, ys, np.concatenate(out).reshape(resolution, resolution)
 

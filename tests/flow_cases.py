@@ -41,6 +41,31 @@ def flow_cases(features=FEATURES):
     return cases
 
 
+CONTEXT = 3
+# Every catalog flow is tested conditionally, with the raw context and with an embedding net.
+CONDITIONAL_VARIANTS = ({"context_features": CONTEXT},
+                        {"context_features": CONTEXT, "context_net": [8, 4]})
+
+
+def conditional_cases(features=(2,)):
+    """``(id, name, features, kwargs)``: every catalog entry x its test variants x a context."""
+    cases = []
+    for name, entry in nf.flows.entries().items():
+        for variant in entry.test_variants:
+            for cond in CONDITIONAL_VARIANTS:
+                for d in features:
+                    if d >= entry.min_features:
+                        kwargs = small_kwargs(name, {**variant, **cond})
+                        cases.append((f"{name}[{variant_id({**variant, **cond})}]-D{d}", name, d,
+                                      kwargs))
+    return cases
+
+
+def context(n: int = 16, seed: int = 0, dtype: str = "float32") -> tf.Tensor:
+    rng = np.random.default_rng(seed + 1000)
+    return tf.constant(rng.standard_normal((n, CONTEXT)), dtype=dtype)
+
+
 def data(features: int, n: int = 16, seed: int = 0, dtype: str = "float32") -> tf.Tensor:
     rng = np.random.default_rng(seed)
     return tf.constant(rng.standard_normal((n, features)), dtype=dtype)
@@ -55,7 +80,8 @@ def make_flow(name: str, features: int, kwargs: dict, dtype: str = "float32", se
     """
     flow = nf.flows.build(name, features, dtype=dtype, seed=seed, **kwargs)
     perturb(flow, scale=scale, seed=seed)
-    flow.log_prob(data(features, n=64, seed=seed + 1, dtype=dtype), training=True)
+    c = context(64, seed=seed + 1, dtype=dtype) if flow.conditional else None
+    flow.log_prob(data(features, n=64, seed=seed + 1, dtype=dtype), c, training=True)
     return flow
 
 

@@ -18,10 +18,12 @@ from .batch_norm import BatchNorm
 from .mixture_cdf import MixtureCDF
 from .planar import Planar
 from .radial import Radial
+from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "MixtureCDF", "Planar", "Radial", "catalog"]
+__all__ = ["ActNorm", "BatchNorm", "MixtureCDF", "Planar", "Radial", "TanhShiftAffine",
+           "TanhShiftParameters", "catalog"]
 
 
 def _planar(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:

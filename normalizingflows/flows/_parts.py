@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -10,12 +11,13 @@ import tensorflow_probability as tfp
 import tf_keras
 
 from ..bijectors import BatchNorm
-from ..nn import MADE
+from ..nn import MADE, MLP
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["normal_base", "layer_orders", "affine", "soft_clamp", "spline_param_count", "spline",
+__all__ = ["context_embedding", "accepts_kwargs", "normal_base", "layer_orders", "affine",
+           "soft_clamp", "spline_param_count", "spline",
            "autoregressive_stack", "coupling_permutations", "chain"]
 
 AR_ORDERS = ("sequential", "alternating", "random")
@@ -26,6 +28,56 @@ def normal_base(features: int, dtype: str) -> tfd.Distribution:
     """Standard normal base with event shape ``[features]``."""
     return tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)), sample_shape=[features],
                       name="base")
+
+
+def context_embedding(context_features: int | None, context_net: Any, *, activation: str,
+                      seed: int, dtype: str) -> tuple[tf_keras.layers.Layer | None, int | None]:
+    """The context embedding network of a conditional flow and the width it feeds the layers.
+
+    Args:
+        context_features: Width ``C`` of the context, or ``None`` for an unconditional flow.
+        context_net: ``None`` (the raw context goes to every layer), a sequence of widths
+            (an MLP ``C -> widths[0] -> ... -> widths[-1]`` trained with the flow, its last
+            layer linear) or any ``tf_keras`` layer mapping ``[N, C]`` to ``[N, E]``.
+        activation: Hidden activation of a built embedding.
+        seed: Seed of a built embedding.
+        dtype: Its dtype.
+
+    Returns:
+        ``(net, width)``: the embedding (or ``None``) and the context width the conditioners see
+        (``None`` for an unconditional flow).
+
+    Raises:
+        ValueError: If ``context_net`` is given without ``context_features`` or its widths are
+            not positive.
+    """
+    if context_features is None:
+        if context_net is not None:
+            raise ValueError("context_net needs context_features (the width of the context)")
+        return None, None
+    if context_net is None:
+        return None, int(context_features)
+    if isinstance(context_net, tf_keras.layers.Layer):
+        out = context_net(tf.zeros([1, int(context_features)], dtype))
+        return context_net, int(out.shape[-1])
+    widths = [context_net] if isinstance(context_net, int) else list(context_net)
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError("context_net must be None, a tf_keras layer or a list of positive "
+                         f"widths; got {context_net!r}")
+    net = MLP(int(context_features), widths[-1], hidden_units=widths[:-1], activation=activation,
+              output_initializer="glorot_uniform", seed=seed * 1000 + 991, dtype=dtype,
+              name="context_net")
+    return net, widths[-1]
+
+
+def accepts_kwargs(step: tfb.Bijector, *names: str) -> tfb.Bijector:
+    """Mark ``step`` as taking the keyword arguments ``names`` (e.g. ``"context"``).
+
+    ``tfb.MaskedAutoregressiveFlow`` and ``tfb.RealNVP`` take ``**kwargs`` for their conditioner,
+    so ``Flow`` cannot read from their signature which ones they use; it reads this mark.
+    """
+    step._nf_kwargs = tuple(names)
+    return step
 
 
 def layer_orders(order: str, layers: int) -> list[str]:
@@ -92,7 +144,7 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
                          make_bijector: Callable[[tf.Tensor], tfb.Bijector]
                          | Sequence[Callable[[tf.Tensor], tfb.Bijector]],
                          invert: bool = False, batch_norm: bool = False,
-                         output_bias: np.ndarray | None = None
+                         output_bias: np.ndarray | None = None, context: int | None = None
                          ) -> tuple[list[tfb.Bijector], list[MADE]]:
     """Layers of a MAF-type flow, in data -> base order of the normalising direction.
 
@@ -115,14 +167,16 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
             np.tile(np.asarray(output_bias, dtype=np.float64), features))
         made = MADE(features, params=params, hidden_units=hidden_units, activation=activation,
                     order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}",
-                    output_bias_initializer=bias)
+                    output_bias_initializer=bias, context_features=context)
         nets.append(made)
 
         def bijector_fn(y: tf.Tensor, _made: MADE = made, _make=makers[i], **kwargs
                         ) -> tfb.Bijector:
-            return _make(_made(y))
+            return _make(_made(y, context=kwargs.get("context")))
 
         step = tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn, name=f"maf_{i}")
+        if context:
+            accepts_kwargs(step, "context")
         steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)
         if batch_norm:
             steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))

@@ -27,9 +27,13 @@ FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
 
 
-def _accepts(bijector: tfb.Bijector, name: str) -> bool:
-    method = getattr(type(bijector), "_inverse", None)
-    return method is not None and name in inspect.signature(method).parameters
+def _accepts(bijector: Any, name: str, method: str = "_inverse") -> bool:
+    """Whether ``bijector`` (or distribution) takes keyword ``name``: a named parameter of its
+    ``method``, or marked by ``flows._parts.accepts_kwargs`` (conditioners behind ``**kwargs``)."""
+    if name in getattr(bijector, "_nf_kwargs", ()):
+        return True
+    fn = getattr(type(bijector), method, None)
+    return fn is not None and name in inspect.signature(fn).parameters
 
 
 def _route(bijector: tfb.Bijector, leaf_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +94,9 @@ class Flow(tf_keras.Model):
         bijector: The bijector from base space to data space.
         base: Base distribution with event shape ``[D]``.
         nets: The ``tf_keras`` layers that own the conditioners' weights.
+        context_features: Width ``C`` of the condition of a conditional flow, else ``None``.
+        context_net: A ``tf_keras`` layer embedding the context before it reaches the layers
+            (trained with the flow), or ``None``.
         fast_direction: ``"density"``, ``"sampling"`` or ``"both"``.
         exact_inverse: Whether both directions are exact (root solves to machine precision
             count as exact).
@@ -105,7 +112,8 @@ class Flow(tf_keras.Model):
     """
 
     def __init__(self, *, features: int, bijector: tfb.Bijector, base: tfd.Distribution,
-                 nets: Sequence[tf_keras.layers.Layer] = (), fast_direction: str = "both",
+                 nets: Sequence[tf_keras.layers.Layer] = (), context_features: int | None = None,
+                 context_net: tf_keras.layers.Layer | None = None, fast_direction: str = "both",
                  exact_inverse: bool = True, spec: dict | None = None, dtype: str = "float32",
                  name: str | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -114,6 +122,8 @@ class Flow(tf_keras.Model):
                              f"got {fast_direction!r}")
         self.features = int(features)
         self.nets = list(nets)
+        self.context_features = None if context_features is None else int(context_features)
+        self.context_net = context_net
         self._bijector = bijector
         self._base = base
         self._distribution = tfd.TransformedDistribution(base, bijector)
@@ -166,12 +176,92 @@ class Flow(tf_keras.Model):
                              f"{self.features}); got shape {shape.as_list()}")
         return tf.identity(tf.cast(x, self.dtype))
 
-    def _bijector_kwargs(self, training: bool = False) -> dict[str, Any]:
-        return _route(self._bijector, {"training": bool(training)})
+    @property
+    def conditional(self) -> bool:
+        """Whether the flow is conditional (``context_features`` is set)."""
+        return self.context_features is not None
 
-    def _unsupported_context(self, context: Any) -> None:
+    def _as_context(self, context: Any) -> tf.Tensor | None:
+        """Check ``context`` against ``context_features`` and embed it (``context_net``)."""
+        if not self.conditional:
+            if context is not None:
+                raise ValueError("context was given but this flow is unconditional "
+                                 "(context_features=None); build it with context_features=C")
+            return None
+        if context is None:
+            raise ValueError(f"this flow is conditional: pass context= with shape "
+                             f"[..., {self.context_features}] (context_features="
+                             f"{self.context_features})")
+        if not tf.is_tensor(context):
+            context = np.asarray(context)
+        dtype = tf.as_dtype(context.dtype)
+        if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+            raise TypeError(f"context must be numeric; got dtype {dtype.name}")
+        shape = tf.TensorShape(context.shape)
+        if shape.rank is not None and (shape.rank < 1
+                                       or shape[-1] not in (None, self.context_features)):
+            raise ValueError(f"context must have shape [..., {self.context_features}] "
+                             f"(context_features={self.context_features}); got shape "
+                             f"{shape.as_list()}")
+        context = tf.cast(context, self.dtype)
+        if self.context_net is None:
+            return tf.identity(context)
+        flat = tf.reshape(context, [-1, self.context_features])
+        embedded = tf.cast(self.context_net(flat), self.dtype)
+        return tf.reshape(embedded, tf.concat([tf.shape(context)[:-1],
+                                               tf.shape(embedded)[-1:]], axis=0))
+
+    def _broadcast(self, x: tf.Tensor, context: tf.Tensor | None
+                   ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Broadcast ``x [..., D]`` and ``context [..., E]`` to one batch shape."""
+        if context is None:
+            return x, None
+        try:
+            batch = tf.broadcast_dynamic_shape(tf.shape(x)[:-1], tf.shape(context)[:-1])
+        except (tf.errors.InvalidArgumentError, ValueError) as err:
+            raise ValueError(f"x (batch shape {x.shape[:-1].as_list()}) and context (batch shape "
+                             f"{context.shape[:-1].as_list()}) do not broadcast: give one "
+                             "context per row or one for all") from err
+        return (tf.broadcast_to(x, tf.concat([batch, tf.shape(x)[-1:]], 0)),
+                tf.broadcast_to(context, tf.concat([batch, tf.shape(context)[-1:]], 0)))
+
+    def _condition(self, context: tf.Tensor | None, training: bool = False) -> dict[str, Any]:
+        """``bijector_kwargs``/``distribution_kwargs`` for an already embedded ``context``."""
+        leaf = {"training": bool(training)}
         if context is not None:
-            raise ValueError("context was given but this flow has context_features=None")
+            leaf["context"] = context
+        kwargs = {}
+        bijector_kwargs = _route(self._bijector, leaf)
+        if bijector_kwargs:
+            kwargs["bijector_kwargs"] = bijector_kwargs
+        if context is not None and _accepts(self._base, "context", "_log_prob"):
+            kwargs["distribution_kwargs"] = {"context": context}
+        return kwargs
+
+    def condition_kwargs(self, context: Any = None, training: bool = False) -> dict[str, Any]:
+        """Keyword arguments that condition :attr:`distribution` (and route ``training``).
+
+        The context is embedded (``context_net``) and delivered to every layer that takes it,
+        by the sub-bijector names of the chain, so ``.distribution`` stays a plain TFP
+        distribution: ``flow.distribution.log_prob(x, **flow.condition_kwargs(c))`` equals
+        ``flow.log_prob(x, context=c)``. For ``sample`` give one context row per sample.
+
+        Returns:
+            ``{"bijector_kwargs": ..., "distribution_kwargs": ...}`` (keys only where needed).
+
+        Example:
+            >>> import normalizingflows as nf
+            >>> flow = nf.flows.build("maf", 2, layers=2, hidden_units=8, context_features=1)
+            >>> x, c = tf.zeros([3, 2]), tf.ones([3, 1])
+            >>> lp = flow.distribution.log_prob(x, **flow.condition_kwargs(c))
+            >>> bool(np.allclose(lp, flow.log_prob(x, context=c)))
+            True
+        """
+        return self._condition(self._as_context(context), training)
+
+    def _bijector_kwargs(self, training: bool = False, context: tf.Tensor | None = None
+                         ) -> dict[str, Any]:
+        return self._condition(context, training).get("bijector_kwargs", {})
 
     # ------------------------------------------------------------------ densities
     def log_prob(self, x: Any, context: Any = None, *, training: bool = False) -> tf.Tensor:
@@ -179,7 +269,8 @@ class Flow(tf_keras.Model):
 
         Args:
             x: Points in data space, shape ``[..., features]``.
-            context: Condition for conditional flows (``None`` otherwise).
+            context: Condition of a conditional flow, shape ``[..., context_features]``: one
+                row per point or one broadcast to all (``None`` for unconditional flows).
             training: Use batch statistics (batch norm) and data-dependent init (ActNorm).
 
         Returns:
@@ -187,19 +278,57 @@ class Flow(tf_keras.Model):
 
         Raises:
             TypeError: If ``x`` is not floating point.
-            ValueError: If the last axis of ``x`` is not ``features``.
+            ValueError: If the last axis of ``x`` is not ``features``, or the context is
+                missing, unexpected, of the wrong width or of a batch that does not broadcast.
         """
-        self._unsupported_context(context)
+        x, context = self._broadcast(self._as_input(x), self._as_context(context))
+        return self._distribution.log_prob(x, **self._condition(context, training))
+
+    def log_prob_marginal(self, x: Any, prior: Any = None) -> tf.Tensor:
+        """log p(x) = log sum_y p(x | y) p(y) of a class-conditional flow (one-hot contexts).
+
+        The MAF paper evaluates conditional models this way: the context of class ``y`` is the
+        one-hot vector ``e_y`` of width ``context_features``.
+
+        Args:
+            x: Points, shape ``[..., features]``.
+            prior: Class probabilities ``[context_features]`` (uniform when ``None``).
+
+        Returns:
+            Tensor of shape ``[...]``.
+
+        Raises:
+            ValueError: If the flow is unconditional or ``prior`` is not a distribution over
+                ``context_features`` classes.
+
+        Example:
+            >>> import normalizingflows as nf
+            >>> flow = nf.flows.build("maf", 2, layers=1, hidden_units=8, context_features=3)
+            >>> flow.log_prob_marginal(tf.zeros([4, 2])).shape
+            TensorShape([4])
+        """
+        if not self.conditional:
+            raise ValueError("log_prob_marginal needs a class-conditional flow "
+                             "(context_features = number of classes)")
+        k = self.context_features
+        if prior is None:
+            log_prior = tf.fill([k], -tf.math.log(tf.constant(k, self.dtype)))
+        else:
+            prior = np.asarray(prior, dtype=np.float64)
+            if prior.shape != (k,) or (prior < 0).any() or abs(prior.sum() - 1) > 1e-6:
+                raise ValueError(f"prior must be {k} class probabilities summing to 1; got "
+                                 f"{prior.tolist()}")
+            with np.errstate(divide="ignore"):
+                log_prior = tf.constant(np.log(prior), self.dtype)
         x = self._as_input(x)
-        kwargs = self._bijector_kwargs(training)
-        if kwargs:
-            return self._distribution.log_prob(x, bijector_kwargs=kwargs)
-        return self._distribution.log_prob(x)
+        eye = tf.eye(k, dtype=self.dtype)
+        per_class = tf.stack([self.log_prob(tf.identity(x), eye[y]) for y in range(k)], axis=-1)
+        return tf.reduce_logsumexp(per_class + log_prior, axis=-1)
 
     def to_base(self, x: Any, context: Any = None) -> tf.Tensor:
         """Map data ``x`` to the base (latent) space, for diagnostics."""
-        self._unsupported_context(context)
-        return self._bijector.inverse(self._as_input(x), **self._bijector_kwargs(False))
+        x, context = self._broadcast(self._as_input(x), self._as_context(context))
+        return self._bijector.inverse(x, **self._bijector_kwargs(False, context))
 
     @staticmethod
     def _seed(seed: Any) -> Any:
@@ -207,25 +336,54 @@ class Flow(tf_keras.Model):
             return tf.constant([int(seed), 0], dtype=tf.int32)
         return seed
 
+    def _sample_context(self, n: int, context: Any) -> dict[str, Any]:
+        context = self._as_context(context)
+        if context is None:
+            return {}
+        rows = context.shape[0] if context.shape.rank == 2 else None
+        if context.shape.rank not in (1, 2) or rows not in (None, 1, n):
+            raise ValueError(f"context for sample(n={n}) must have shape [{self.context_features}]"
+                             f", [1, {self.context_features}] or [n, {self.context_features}]; "
+                             f"got {context.shape.as_list()}")
+        context = tf.broadcast_to(tf.reshape(context, [-1, context.shape[-1]]),
+                                  [n, context.shape[-1]])
+        return self._condition(context)
+
     def sample(self, n: int, context: Any = None, seed: Any = None) -> tf.Tensor:
-        """Draw ``n`` samples, shape ``[n, D]``; an ``int`` seed gives the same draws each time."""
-        self._unsupported_context(context)
-        return self._distribution.sample(n, seed=self._seed(seed))
+        """Draw ``n`` samples, shape ``[n, D]``; an ``int`` seed gives the same draws each time.
+
+        A conditional flow takes one context for all samples (``[C]`` or ``[1, C]``) or one per
+        sample (``[n, C]``).
+        """
+        return self._distribution.sample(n, seed=self._seed(seed),
+                                         **self._sample_context(n, context))
 
     def sample_and_log_prob(self, n: int, context: Any = None, seed: Any = None
                             ) -> tuple[tf.Tensor, tf.Tensor]:
         """Draw ``n`` samples and their log-density in one pass of the sampling direction."""
-        self._unsupported_context(context)
-        return self._distribution.experimental_sample_and_log_prob(n, seed=self._seed(seed))
+        return self._distribution.experimental_sample_and_log_prob(
+            n, seed=self._seed(seed), **self._sample_context(n, context))
 
     # ------------------------------------------------------------------ Keras
+    def _split(self, x: Any, y: Any = None) -> tuple[Any, Any]:
+        """``(x, context)`` from Keras inputs: ``(x, c)``, ``{"x", "context"}``, or ``x`` with
+        the context as Keras' ``y`` (a ``tf.data`` set of ``(x, c)`` pairs arrives that way)."""
+        if isinstance(x, dict):
+            return x["x"], x.get("context")
+        if isinstance(x, (tuple, list)) and len(x) == 2:
+            return x[0], x[1]
+        return x, (y if self.conditional else None)
+
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
-        """``log_prob(inputs)``: the model's output is the log-density of each row."""
-        return self.log_prob(inputs, training=bool(training))
+        """``log_prob(inputs)``: the model's output is the log-density of each row; a
+        conditional flow takes ``(x, context)``."""
+        x, context = self._split(inputs)
+        return self.log_prob(x, context, training=bool(training))
 
     def _nll(self, data: Any, training: bool) -> tf.Tensor:
-        x, _, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
-        log_prob = self.log_prob(x, training=training)
+        x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
+        x, context = self._split(x, y)
+        log_prob = self.log_prob(x, context, training=training)
         if sample_weight is None:
             return -tf.reduce_mean(log_prob)
         sample_weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), log_prob.dtype)
@@ -247,22 +405,39 @@ class Flow(tf_keras.Model):
         self._loss_tracker.update_state(self._nll(data, training=False))
         return {"loss": self._loss_tracker.result()}
 
-    def _check_finite(self, x: Any, name: str) -> None:
+    def _check_finite(self, x: Any, name: str, y: Any = None) -> None:
         if x is None or isinstance(x, tf.data.Dataset) or callable(x):
             return
-        x = x[0] if isinstance(x, (tuple, list)) else x
-        if isinstance(x, dict) or (tf.is_tensor(x) and not tf.executing_eagerly()):
-            return
-        check_array(x, name, self.features)
+        if isinstance(x, (tuple, list)) and len(x) == 1:
+            x = x[0]
+        elif isinstance(x, (tuple, list)) and len(x) == 3 or (
+                name == "validation_data" and isinstance(x, (tuple, list)) and len(x) == 2):
+            x, y = x[0], x[1]  # Keras' (x, y[, sample_weight])
+        x, context = self._split(x, y)
+        for value, label, width in ((x, name, self.features),
+                                    (context, f"{name} context", self.context_features)):
+            if value is None or isinstance(value, dict) or (tf.is_tensor(value)
+                                                            and not tf.executing_eagerly()):
+                continue
+            if label != name and np.asarray(value).dtype.kind in "iub":
+                value = np.asarray(value, np.float64)
+            check_array(value, label, width)
+        if self.conditional and context is None:
+            raise ValueError(f"this flow is conditional (context_features="
+                             f"{self.context_features}): fit on (x, context) pairs")
 
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Keras ``fit`` after checking array inputs for shape, dtype and NaN/Inf.
 
+        A conditional flow fits on ``(x, context)`` pairs: ``fit((x, c))``, ``fit(x, c)`` or a
+        ``tf.data`` set of ``(x, c)`` elements.
+
         Raises:
-            ValueError: If ``x`` has the wrong feature count or holds NaN/Inf.
+            ValueError: If ``x`` or the context has the wrong width or holds NaN/Inf, or a
+                conditional flow gets no context.
             TypeError: If ``x`` is not floating point.
         """
-        self._check_finite(x, "x")
+        self._check_finite(x, "x", y)
         val = kwargs.get("validation_data")
         if val is not None:
             self._check_finite(val, "validation_data")
@@ -271,10 +446,18 @@ class Flow(tf_keras.Model):
     # ------------------------------------------------------------------ config and files
     def get_config(self) -> dict:
         """The JSON-able spec ``{"flow": name, "features": D, "kwargs": {...}}``."""
+        from .registry import unserializable_arguments
+
         spec = json.loads(self._spec_json)
         if not spec:
             raise NotImplementedError("this Flow was not built by a catalog constructor, so it "
                                       "has no config; build it with nf.flows.build")
+        bad = unserializable_arguments(spec)
+        if bad:
+            raise NotImplementedError(
+                f"this flow was built with {bad} given as Python objects, which a JSON config "
+                "cannot hold; pass context_net as a list of widths to get a savable flow, or "
+                "save the weights with tf.train.Checkpoint(flow=flow)")
         return spec
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -11,7 +12,7 @@ import tensorflow_probability as tfp
 
 from ..bijectors import MixtureCDF
 from ..bijectors.mixture_cdf import FAMILIES
-from ._parts import autoregressive_stack, chain, normal_base
+from ._parts import autoregressive_stack, chain, context_embedding, normal_base
 from .core import Flow
 from .registry import hidden_units_tuple, register
 
@@ -39,7 +40,7 @@ def _quantile_map(params: tf.Tensor, components: int, family: str, to: str) -> t
 def ar_mixture_cdf(features: int, *, layers: int = 1, components: int = 10,
                    hidden_units: int | Sequence[int] = 64, activation: str = "relu",
                    family: str = "normal", latent: str = "normal", order: str = "alternating",
-                   context_features: int | None = None, seed: int = 0,
+                   context_features: int | None = None, context_net: Any = None, seed: int = 0,
                    dtype: str = "float32") -> Flow:
     """Autoregressive flow with mixture-CDF conditionals: u_i = F_i(x_i | x_<i).
 
@@ -61,7 +62,10 @@ def ar_mixture_cdf(features: int, *, layers: int = 1, components: int = 10,
         family: ``"normal"`` or ``"logistic"`` components.
         latent: ``"normal"`` (probit after the last layer) or ``"uniform"``.
         order: ``"alternating"``, ``"sequential"`` or ``"random"``.
-        context_features: Reserved for conditional flows (must be None).
+        context_features: Width of the condition for a conditional flow p(x | c) (``None``:
+            unconditional); every layer sees the context.
+        context_net: Embedding of the context, trained jointly: ``None``, a list of widths
+            (an MLP) or a ``tf_keras`` layer.
         seed: Seed of every weight and random order.
         dtype: ``"float32"`` or ``"float64"``.
 
@@ -95,14 +99,17 @@ def ar_mixture_cdf(features: int, *, layers: int = 1, components: int = 10,
     makers = [functools.partial(_quantile_map, components=k, family=family,
                                 to="uniform" if i == layers - 1 and latent == "uniform"
                                 else "normal") for i in range(layers)]
+    embed, width = context_embedding(context_features, context_net, activation=activation,
+                                     seed=seed, dtype=dtype)
     steps, nets = autoregressive_stack(
         features, layers=layers, hidden_units=hidden_units_tuple(hidden_units),
         activation=activation, order=order, seed=seed, dtype=dtype, params=3 * k,
-        make_bijector=makers, output_bias=bias)
+        make_bijector=makers, output_bias=bias, context=width)
     if latent == "normal":
         base = normal_base(features, dtype)
     else:
         base = tfd.Sample(tfd.Uniform(tf.zeros([], dtype), tf.ones([], dtype)),
                           sample_shape=[features], name="base")
     return Flow(features=features, bijector=chain(steps), base=base, nets=nets,
+                context_features=context_features, context_net=embed,
                 fast_direction="density", dtype=dtype, name="ar_mixture_cdf")

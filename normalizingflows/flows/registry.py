@@ -18,7 +18,8 @@ from typing import Any
 
 from .core import FAST_DIRECTIONS, Flow
 
-__all__ = ["Entry", "register", "catalog", "entries", "build", "hidden_units_tuple"]
+__all__ = ["Entry", "register", "catalog", "entries", "build", "hidden_units_tuple",
+           "unserializable_arguments"]
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,22 @@ def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_featu
         raise TypeError(f"dtype must be 'float32' or 'float64'; got {kwargs['dtype']!r}")
     if "hidden_units" in kwargs:
         hidden_units_tuple(kwargs["hidden_units"])
-    if kwargs.get("context_features") is not None:
-        raise ValueError(f"flow {name!r} does not take a context yet: context_features must be "
-                         "None")
+    context = kwargs.get("context_features")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int)
+                                or context < 1):
+        raise ValueError(f"context_features must be None or an int >= 1; got {context!r}")
+
+
+_NOT_JSON = "__not_serializable__"
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    # e.g. a tf_keras layer as context_net: the flow works, but cannot be rebuilt from JSON.
+    return {_NOT_JSON: type(value).__name__}
 
 
 def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_inverse: bool = True,
@@ -126,6 +134,12 @@ def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_in
         return constructor
 
     return deco
+
+
+def unserializable_arguments(spec: dict) -> list[str]:
+    """Names of the constructor arguments in ``spec`` that JSON cannot hold (e.g. a layer)."""
+    return [k for k, v in spec.get("kwargs", {}).items()
+            if isinstance(v, dict) and _NOT_JSON in v]
 
 
 def entries() -> dict[str, Entry]:

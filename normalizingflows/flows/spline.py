@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
-from ._parts import autoregressive_stack, chain, normal_base, spline, spline_param_count
+from ._parts import (
+    autoregressive_stack,
+    chain,
+    context_embedding,
+    normal_base,
+    spline,
+    spline_param_count,
+)
 from .core import Flow
 from .coupling import coupling_stack
 from .registry import hidden_units_tuple, register
@@ -20,7 +28,7 @@ _NSF = ("Neural Spline Flows", "https://arxiv.org/abs/1906.04032")
 def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence[int] = 64,
                  activation: str = "relu", bins: int = 8, bound: float = 3.0,
                  order: str = "alternating", batch_norm: bool = False,
-                 context_features: int | None = None, seed: int = 0,
+                 context_features: int | None = None, context_net: Any = None, seed: int = 0,
                  dtype: str = "float32") -> Flow:
     """RQ-NSF (C): coupling layers whose transformer is a monotone rational-quadratic spline.
 
@@ -37,7 +45,10 @@ def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence
         bound: Half-width B of the spline interval.
         order: ``"alternating"`` (reverse between layers) or ``"random"``.
         batch_norm: Batch normalisation after each layer.
-        context_features: Reserved for conditional flows (must be None).
+        context_features: Width of the condition for a conditional flow p(x | c) (``None``:
+            unconditional); every layer sees the context.
+        context_net: Embedding of the context, trained jointly: ``None``, a list of widths
+            (an MLP) or a ``tf_keras`` layer.
         seed: Seed of every weight and permutation.
         dtype: ``"float32"`` or ``"float64"``.
 
@@ -51,14 +62,17 @@ def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence
     References:
         Neural Spline Flows, Durkan et al. 2019, https://arxiv.org/abs/1906.04032
     """
+    embed, width = context_embedding(context_features, context_net, activation=activation,
+                                     seed=seed, dtype=dtype)
     steps, nets = coupling_stack(
         features, layers=layers, hidden_units=hidden_units_tuple(hidden_units),
         activation=activation, order=order, seed=seed, dtype=dtype,
         params=spline_param_count(bins),
         make_bijector=functools.partial(spline, bins=bins, bound=float(bound)),
-        batch_norm=batch_norm)
+        batch_norm=batch_norm, context=width)
     return Flow(features=features, bijector=chain(steps), base=normal_base(features, dtype),
-                nets=nets, fast_direction="both", dtype=dtype, name="nsf_coupling")
+                nets=nets, context_features=context_features, context_net=embed,
+                fast_direction="both", dtype=dtype, name="nsf_coupling")
 
 
 @register("nsf_autoregressive", paper=_NSF[0], arxiv=_NSF[1], fast_direction="density",
@@ -66,7 +80,7 @@ def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence
 def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Sequence[int] = 64,
                        activation: str = "relu", bins: int = 8, bound: float = 3.0,
                        order: str = "alternating", batch_norm: bool = False,
-                       context_features: int | None = None, seed: int = 0,
+                       context_features: int | None = None, context_net: Any = None, seed: int = 0,
                        dtype: str = "float32") -> Flow:
     """RQ-NSF (AR): autoregressive layers (MADE) whose transformer is a rational-quadratic spline.
 
@@ -79,7 +93,10 @@ def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Se
         bound: Half-width B of the spline interval (identity outside).
         order: ``"alternating"``, ``"sequential"`` or ``"random"``.
         batch_norm: Batch normalisation after each layer.
-        context_features: Reserved for conditional flows (must be None).
+        context_features: Width of the condition for a conditional flow p(x | c) (``None``:
+            unconditional); every layer sees the context.
+        context_net: Embedding of the context, trained jointly: ``None``, a list of widths
+            (an MLP) or a ``tf_keras`` layer.
         seed: Seed of every weight and random order.
         dtype: ``"float32"`` or ``"float64"``.
 
@@ -93,11 +110,14 @@ def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Se
     References:
         Neural Spline Flows, Durkan et al. 2019, https://arxiv.org/abs/1906.04032
     """
+    embed, width = context_embedding(context_features, context_net, activation=activation,
+                                     seed=seed, dtype=dtype)
     steps, nets = autoregressive_stack(
         features, layers=layers, hidden_units=hidden_units_tuple(hidden_units),
         activation=activation, order=order, seed=seed, dtype=dtype,
         params=spline_param_count(bins),
         make_bijector=functools.partial(spline, bins=bins, bound=float(bound)),
-        batch_norm=batch_norm)
+        batch_norm=batch_norm, context=width)
     return Flow(features=features, bijector=chain(steps), base=normal_base(features, dtype),
-                nets=nets, fast_direction="density", dtype=dtype, name="nsf_autoregressive")
+                nets=nets, context_features=context_features, context_net=embed,
+                fast_direction="density", dtype=dtype, name="nsf_autoregressive")

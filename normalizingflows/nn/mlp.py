@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 import tf_keras
@@ -13,13 +14,18 @@ __all__ = ["MLP"]
 class MLP(tf_keras.layers.Layer):
     """A fully connected network whose last layer starts at zero (the flow starts at identity).
 
+    ``output_initializer`` / ``output_bias_initializer`` change that start: a context embedding
+    wants a random last layer, a hyper-network a random output bias (its base parameters).
+
     Args:
         in_features: Size of the input.
         out_features: Size of the output.
         hidden_units: Widths of the hidden layers.
         activation: Hidden activation.
         context_features: Size of an optional context concatenated to the input.
-        seed: Seed of the hidden initialisers.
+        output_initializer: Initialiser of the last kernel (``"zeros"`` by default).
+        output_bias_initializer: Initialiser of the last bias (``"zeros"`` by default).
+        seed: Seed of the initialisers.
         **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``).
 
     Example:
@@ -30,7 +36,8 @@ class MLP(tf_keras.layers.Layer):
 
     def __init__(self, in_features: int, out_features: int, *,
                  hidden_units: Sequence[int] = (64, 64), activation: str = "relu",
-                 context_features: int | None = None, seed: int = 0, **kwargs) -> None:
+                 context_features: int | None = None, output_initializer: Any = "zeros",
+                 output_bias_initializer: Any = "zeros", seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
@@ -41,8 +48,12 @@ class MLP(tf_keras.layers.Layer):
                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i))
             for i, units in enumerate(hidden_units)
         ]
-        self.out = tf_keras.layers.Dense(out_features, kernel_initializer="zeros", dtype=self.dtype,
-                                         name="output")
+        out_init = tf_keras.initializers.get(output_initializer)
+        if hasattr(out_init, "seed") and out_init.seed is None:
+            out_init.seed = seed * 7919 + 997
+        self.out = tf_keras.layers.Dense(out_features, kernel_initializer=out_init,
+                                         bias_initializer=output_bias_initializer,
+                                         dtype=self.dtype, name="output")
         width = self.in_features + int(context_features or 0)
         for layer in self.hidden:
             layer.build((None, width))

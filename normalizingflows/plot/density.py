@@ -17,8 +17,10 @@ __all__ = ["density_heatmap", "density_vs_data"]
 
 
 def density_heatmap(log_prob: Any, *, bound: float = 3.0, resolution: int = 200, ax: Any = None,
-                    title: str | None = None, cmap: str = "viridis") -> Figure:
-    """Heatmap of exp(log_prob) on ``[-bound, bound]^2``.
+                    title: str | None = None, cmap: str = "viridis", context: Any = None
+                    ) -> Figure:
+    """Heatmap of exp(log_prob) on ``[-bound, bound]^2`` (given ``context`` for a conditional
+    flow).
 
     Args:
         log_prob: A Flow, a TFP distribution or a callable ``x [N, 2] -> [N]``.
@@ -27,6 +29,7 @@ def density_heatmap(log_prob: Any, *, bound: float = 3.0, resolution: int = 200,
         ax: Axes to draw on (a new figure when ``None``).
         title: Axes title.
         cmap: Colormap.
+        context: One context ``[C]`` of a conditional flow, used at every grid point.
 
     Returns:
         The Figure holding the axes.
@@ -34,7 +37,7 @@ def density_heatmap(log_prob: Any, *, bound: float = 3.0, resolution: int = 200,
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4))
     fig = ax.figure
-    xs, ys, logp = grid_log_prob(log_prob, bound=bound, resolution=resolution)
+    xs, ys, logp = grid_log_prob(log_prob, bound=bound, resolution=resolution, context=context)
     ax.imshow(np.exp(logp), origin="lower", extent=(xs[0], xs[-1], ys[0], ys[-1]), cmap=cmap,
               aspect="equal")
     ax.set_xticks([])

@@ -34,7 +34,8 @@ def _finite(t: tf.Tensor) -> bool:
     return bool(tf.reduce_all(tf.math.is_finite(t)).numpy())
 
 
-def first_nonfinite_step(flow: Any, x: Any, *, training: bool = True) -> str | None:
+def first_nonfinite_step(flow: Any, x: Any, *, context: Any = None, training: bool = True
+                         ) -> str | None:
     """Run ``x`` through the flow step by step (data -> base) and name what first goes non-finite.
 
     Checks each leaf bijector's output and log-determinant, then the base log-density, then
@@ -42,7 +43,8 @@ def first_nonfinite_step(flow: Any, x: Any, *, training: bool = True) -> str | N
 
     Args:
         flow: A :class:`~normalizingflows.flows.core.Flow`.
-        x: The batch, shape ``[N, D]``.
+        x: The batch, shape ``[N, D]``, or an ``(x, context)`` pair.
+        context: The batch's context, for a conditional flow.
         training: Evaluate as in a training step (batch statistics in batch norm).
 
     Returns:
@@ -55,12 +57,20 @@ def first_nonfinite_step(flow: Any, x: Any, *, training: bool = True) -> str | N
         >>> first_nonfinite_step(flow, np.zeros((4, 2), np.float32)) is None
         True
     """
+    if isinstance(x, (tuple, list)):
+        x, context = x
     x = tf.identity(tf.cast(np.asarray(x), flow.dtype))
     if not _finite(x):
         return "the input batch itself holds NaN/Inf"
-    z = x
+    embedded = flow._as_context(context)
+    z, embedded = flow._broadcast(x, embedded)
+    leaf = {"training": bool(training)}
+    if embedded is not None:
+        if not _finite(embedded):
+            return "the context (after the context network) holds NaN/Inf"
+        leaf["context"] = embedded
     for step in leaf_bijectors(flow.bijector):
-        kwargs = _route(step, {"training": bool(training)})
+        kwargs = _route(step, leaf)
         z_new = step.inverse(tf.identity(z), **kwargs)
         if not _finite(z_new):
             return f"bijector {step.name!r} (its output, data -> base) went non-finite"
@@ -68,10 +78,11 @@ def first_nonfinite_step(flow: Any, x: Any, *, training: bool = True) -> str | N
         if not _finite(ildj):
             return f"bijector {step.name!r} (its log-determinant) went non-finite"
         z = z_new
-    if not _finite(flow.base.log_prob(z)):
+    base_kwargs = flow._condition(embedded).get("distribution_kwargs", {})
+    if not _finite(flow.base.log_prob(z, **base_kwargs)):
         return "the base distribution's log-density went non-finite"
     with tf.GradientTape() as tape:
-        loss = -tf.reduce_mean(flow.log_prob(x, training=training))
+        loss = -tf.reduce_mean(flow.log_prob(x, context, training=training))
     if not _finite(loss):
         return "the log-density went non-finite (no single step did)"
     variables = flow.trainable_variables

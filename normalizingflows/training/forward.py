@@ -79,12 +79,13 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int
-                  ) -> tf.data.Dataset:
+def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  context: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches of epochs ``first_epoch .. epochs-1``; epoch ``e`` is shuffled by ``(seed, e)``.
 
     The order of every epoch is a function of ``(seed, e)`` alone, so a resumed run sees the
-    batches the uninterrupted run saw.
+    batches the uninterrupted run saw. With ``context`` each element is an ``(x, context)``
+    pair (Keras passes the context as ``y``).
 
     Example:
         >>> ds = epoch_batches(np.arange(10, dtype=np.float32)[:, None], 4, 0, 0, 2)
@@ -92,14 +93,41 @@ def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, e
         [4, 4, 2, 4, 4, 2]
     """
     data = tf.constant(x)
+    cond = None if context is None else tf.constant(context)
     n = len(x)
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices(_permutation(n, seed, epoch)).batch(batch_size)
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    ds = ds.map(lambda i: tf.gather(data, i), deterministic=True)
+    if cond is None:
+        ds = ds.map(lambda i: tf.gather(data, i), deterministic=True)
+    else:
+        ds = ds.map(lambda i: (tf.gather(data, i), tf.gather(cond, i)), deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _data_and_context(flow: Any, data: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``data`` (an array, or an ``(x, context)`` pair for a conditional flow), checked."""
+    context = None
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data, context = data
+    if flow.conditional and context is None:
+        raise ValueError(f"the flow is conditional (context_features={flow.context_features}): "
+                         f"give {name} as an (x, context) pair")
+    if context is not None and not flow.conditional:
+        raise ValueError(f"{name} holds a context but the flow is unconditional")
+    x = check_array(data, name, flow.features).astype(flow.dtype, copy=False)
+    if context is None:
+        return x, None
+    context = np.asarray(context)
+    if context.dtype.kind in "iub":
+        context = context.astype(flow.dtype)
+    context = check_array(context, f"{name} context", flow.context_features
+                          ).astype(flow.dtype, copy=False)
+    if len(context) != len(x):
+        raise ValueError(f"{name}: x has {len(x)} rows but its context has {len(context)}")
+    return x, context
 
 
 def _permutation(n: int, seed: int, epoch: Any) -> tf.Tensor:
@@ -243,8 +271,10 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
 
     Args:
         flow: A :class:`~normalizingflows.flows.core.Flow`.
-        train: Training array ``[N, D]``.
-        val: Validation array ``[M, D]`` (early stopping and best weights monitor it).
+        train: Training array ``[N, D]``; for a conditional flow the pair ``(x, context)``
+            with ``context [N, C]``.
+        val: Validation array ``[M, D]`` (early stopping and best weights monitor it), or
+            ``(x, context)`` for a conditional flow.
         epochs: Number of epochs (>= 1).
         batch_size: Examples per batch.
         lr: Peak learning rate of Adam/AdamW.
@@ -285,20 +315,25 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
     batch_size = _positive_int(batch_size, "batch_size")
     if patience is not None:
         patience = _positive_int(patience, "patience")
-    train = check_array(train, "train", flow.features).astype(flow.dtype, copy=False)
+    train, train_context = _data_and_context(flow, train, "train")
+    val_context = None
     if val is not None:
-        val = check_array(val, "val", flow.features).astype(flow.dtype, copy=False)
+        val, val_context = _data_and_context(flow, val, "val")
     steps = math.ceil(len(train) / batch_size)
     optimizer = make_optimizer(lr, schedule=schedule, decay_steps=epochs * steps,
                                clipnorm=clipnorm, weight_decay=weight_decay)
-    flow.log_prob(train[:2])  # build lazily created layers before copying or restoring weights
+    # Build lazily created layers before copying or restoring weights.
+    flow.log_prob(train[:2], None if train_context is None else train_context[:2])
     optimizer.build(flow.trainable_variables)
     flow.compile(optimizer, jit_compile=jit_compile)
 
-    guard = NonFiniteGuard(
-        lambda e, b: tf.gather(train, _permutation(len(train), seed, e)[b * batch_size:
-                                                                        (b + 1) * batch_size]),
-        verbose=verbose)
+    def batch_fn(epoch: int, batch: int) -> Any:
+        rows = _permutation(len(train), seed, epoch)[batch * batch_size:(batch + 1) * batch_size]
+        if train_context is None:
+            return tf.gather(train, rows)
+        return tf.gather(train, rows), tf.gather(train_context, rows)
+
+    guard = NonFiniteGuard(batch_fn, verbose=verbose)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     run = _RunState(flow, optimizer, monitor="val_loss" if val is not None else "loss",
                     patience=patience, plateau=schedule == "plateau", guard=guard,
@@ -311,6 +346,8 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
             flow_config = {"class": type(flow).__name__, "weights": fingerprint(
                 np.concatenate([np.ravel(v.numpy()) for v in flow.weights]))}
         config = {"flow": flow_config, "train": fingerprint(train), "val": fingerprint(val),
+                  **({"train_context": fingerprint(train_context),
+                      "val_context": fingerprint(val_context)} if flow.conditional else {}),
                   "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
                   "schedule": schedule, "clipnorm": clipnorm, "weight_decay": float(weight_decay),
                   "patience": patience, "seed": int(seed)}
@@ -326,9 +363,9 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
             cbs.append(tf_keras.callbacks.TensorBoard(str(tensorboard_dir)))
         val_kwargs = {}
         if val is not None:
-            val_kwargs = {"validation_data": (val,),
+            val_kwargs = {"validation_data": (val,) if val_context is None else (val, val_context),
                           "validation_batch_size": min(len(val), 50_000)}
-        flow.fit(epoch_batches(train, batch_size, seed, initial_epoch, epochs),
+        flow.fit(epoch_batches(train, batch_size, seed, initial_epoch, epochs, train_context),
                  epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                  verbose=verbose, callbacks=cbs, **val_kwargs)
     if not guard.tripped:
