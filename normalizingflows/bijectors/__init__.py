@@ -2,8 +2,9 @@
 
 Each class is a `tfp.bijectors.Bijector` whose parameters come in as tensors or
 `tf.Variable`s, with a classmethod `new(features, *, dtype, seed, name)` that creates its own
-Variables. `catalog()` maps names to factories with non-trivial parameters, for the
-registry-driven tests.
+Variables. `Conditional` instead builds its bijector from a context at call time (the maps of
+conditional planar and radial flows, with batched parameters from hyper-networks). `catalog()`
+maps names to factories with non-trivial parameters, for the registry-driven tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import tensorflow_probability as tfp
 
 from .act_norm import ActNorm
 from .batch_norm import BatchNorm
+from .conditional import Conditional
 from .mixture_cdf import MixtureCDF
 from .planar import Planar
 from .radial import Radial
@@ -22,8 +24,8 @@ from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "MixtureCDF", "Planar", "Radial", "TanhShiftAffine",
-           "TanhShiftParameters", "catalog"]
+__all__ = ["ActNorm", "BatchNorm", "Conditional", "MixtureCDF", "Planar", "Radial",
+           "TanhShiftAffine", "TanhShiftParameters", "catalog"]
 
 
 def _planar(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:

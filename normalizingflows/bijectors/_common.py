@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-__all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features", "is_chain",
-           "is_invert"]
+__all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features", "batch_shape_of",
+           "is_chain", "is_invert"]
 
 
 def _base_class(public: type, private_name: str) -> type:
@@ -82,3 +82,17 @@ def check_features(x: tf.Tensor, features: int | None, arg: str) -> None:
         raise ValueError(
             f"`{arg}` must have shape [..., {features}] (features last), got shape {x.shape}."
         )
+
+
+def batch_shape_of(shapes: dict[str, tf.TensorShape], what: str) -> tf.TensorShape:
+    """The static broadcast of the parameter batch ``shapes`` (name -> shape), else a ValueError
+    naming ``what`` and every shape."""
+    result = tf.TensorShape([])
+    try:
+        for shape in shapes.values():
+            result = tf.broadcast_static_shape(result, tf.TensorShape(shape))
+    except ValueError as err:
+        listed = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
+        raise ValueError(f"{what}: the batch shapes of the parameters must broadcast, got "
+                         f"{listed}.") from err
+    return result

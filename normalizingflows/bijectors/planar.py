@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from ._common import as_parameter, check_features, infer_dtype
+from ._common import as_parameter, batch_shape_of, check_features, infer_dtype
 
 tfb = tfp.bijectors
 
@@ -48,10 +48,15 @@ class Planar(tfb.Bijector):
     implicit-function derivative `da/dt = 1 / (1 + c h'(a))`, so autodiff Jacobians of the
     inverse are exact.
 
+    Batched parameters: `w` and `u` may have shape `[..., D]` and `b` shape `[...]` (one map per
+    batch member, e.g. made by a hyper-network from a context); they broadcast against the
+    batch of the input `x [..., D]`, and every formula above holds per batch member. The
+    constraint, the root solve and the log-det are all evaluated per member.
+
     Args:
-        w: Float tensor or `tf.Variable` of shape `[D]`.
-        u: Float tensor or `tf.Variable` of shape `[D]` (raw, unconstrained).
-        b: Float scalar tensor or `tf.Variable`.
+        w: Float tensor or `tf.Variable` of shape `[D]` (or batched, `[..., D]`).
+        u: Float tensor or `tf.Variable` of shape `[D]` (or `[..., D]`; raw, unconstrained).
+        b: Float scalar tensor or `tf.Variable` (or of the batch shape `[...]`).
         nonlinearity: `"tanh"` (default) or `"leaky_relu"`.
         negative_slope: Slope of `leaky_relu` for negative inputs, in `[0, 1]`.
         max_iterations: Cap on the iterations of the `tanh` inverse solve.
@@ -60,7 +65,8 @@ class Planar(tfb.Bijector):
 
     Raises:
         ValueError: If `nonlinearity` is unknown, `negative_slope` is outside `[0, 1]`, or the
-            shapes of `w`, `u`, `b` do not match (`[D]`, `[D]`, `[]`).
+            shapes of `w`, `u`, `b` do not match (`[..., D]`, `[..., D]`, `[...]`, batch
+            shapes that broadcast, `b` of no higher rank than the batch of `w` and `u`).
         TypeError: If the parameters do not share one floating dtype.
 
     Example:
@@ -74,6 +80,11 @@ class Planar(tfb.Bijector):
         >>> bool(np.allclose(x_back, x, atol=1e-5))
         True
         >>> bij.forward_log_det_jacobian(x, event_ndims=1).shape
+        TensorShape([2])
+        >>> batched = Planar(w=tf.ones([2, 2]), u=[[0.5, 0.0], [0.0, -0.5]], b=[0.0, 1.0])
+        >>> batched.forward(x).shape  # map i acts on row i
+        TensorShape([2, 2])
+        >>> batched.experimental_batch_shape(x_event_ndims=1)
         TensorShape([2])
 
     References:
@@ -109,14 +120,21 @@ class Planar(tfb.Bijector):
             self._w = as_parameter(w, "w", dtype)
             self._u = as_parameter(u, "u", dtype)
             self._b = as_parameter(b, "b", dtype)
-            w_shape, u_shape, b_shape = self._w.shape, self._u.shape, self._b.shape
-            if w_shape.rank != 1 or u_shape.rank != 1 or not w_shape.is_compatible_with(u_shape):
+            w_shape, u_shape = self._w.shape, self._u.shape
+            if (w_shape.rank == 0 or u_shape.rank == 0
+                    or not w_shape[-1:].is_compatible_with(u_shape[-1:])):
                 raise ValueError(
-                    f"`w` and `u` must both have shape [D], got {w_shape} and {u_shape}."
+                    f"`w` and `u` must both have shape [..., D] (the same D), got {w_shape} "
+                    f"and {u_shape}."
                 )
-            if b_shape.rank != 0:
-                raise ValueError(f"`b` must be a scalar (shape []), got shape {b_shape}.")
-            self._features = w_shape[0]
+            batch = batch_shape_of({"w": w_shape[:-1], "u": u_shape[:-1]}, "`w` and `u`")
+            batch_shape_of({"w": batch, "b": self._b.shape}, "`b`")
+            if batch.rank is not None and (self._b.shape.rank or 0) > batch.rank:
+                raise ValueError(
+                    f"`b` must be a scalar or have the batch shape of `w` and `u` ({batch}), "
+                    f"got shape {self._b.shape}."
+                )
+            self._features = w_shape[-1] if w_shape.rank is not None else None
             self._nonlinearity = nonlinearity
             self._negative_slope = float(negative_slope)
             self._max_iterations = int(max_iterations)
@@ -128,6 +146,51 @@ class Planar(tfb.Bijector):
                 parameters=parameters,
                 name=scope_name,
             )
+
+    @classmethod
+    def _parameter_properties(cls, dtype: tf.DType) -> dict[str, Any]:
+        return {
+            "w": tfp.util.ParameterProperties(event_ndims=1),
+            "u": tfp.util.ParameterProperties(event_ndims=1),
+            "b": tfp.util.ParameterProperties(event_ndims=0),
+        }
+
+    @staticmethod
+    def initial_parameters(
+        features: int, *, dtype: tf.DType = tf.float32, seed: int = 0
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The seeded initial raw parameters `(w [D], u [D], b [])` that `new` uses.
+
+        `w` and `u` are drawn from `N(0, 1/D)` (so `w . z` is O(1) for standard-normal `z` and
+        the map is clearly non-trivial), `b` from `N(0, 0.01)`, all with stateless ops. A
+        hyper-network can start its output bias here, so that a conditional flow starts where
+        the unconditional one does.
+
+        Args:
+            features: Number of features `D` (>= 1).
+            dtype: Floating dtype.
+            seed: Integer seed; the same seed gives the same parameters.
+
+        Returns:
+            The tensors `(w, u, b)`.
+
+        Raises:
+            ValueError: If `features < 1`.
+
+        Example:
+            >>> w, u, b = Planar.initial_parameters(3, seed=2)
+            >>> w.shape, u.shape, b.shape
+            (TensorShape([3]), TensorShape([3]), TensorShape([]))
+        """
+        features = int(features)
+        if features < 1:
+            raise ValueError(f"`features` must be >= 1, got {features}.")
+        dtype = tf.as_dtype(dtype)
+        scale = 1.0 / features**0.5
+        w = tf.random.stateless_normal([features], seed=[seed, 0], stddev=scale, dtype=dtype)
+        u = tf.random.stateless_normal([features], seed=[seed, 1], stddev=scale, dtype=dtype)
+        b = tf.random.stateless_normal([], seed=[seed, 2], stddev=0.1, dtype=dtype)
+        return w, u, b
 
     @classmethod
     def new(
@@ -142,8 +205,8 @@ class Planar(tfb.Bijector):
     ) -> Planar:
         """Creates a `Planar` bijector that owns freshly initialised `tf.Variable`s.
 
-        `w` and `u` are drawn from `N(0, 1/D)` (so `w . z` is O(1) for standard-normal `z` and
-        the map is clearly non-trivial), `b` from `N(0, 0.01)`, all with stateless ops.
+        The initial values are those of `initial_parameters`: `w` and `u` from `N(0, 1/D)`, `b`
+        from `N(0, 0.01)`, stateless draws.
 
         Args:
             features: Number of features `D` (>= 1).
@@ -159,14 +222,7 @@ class Planar(tfb.Bijector):
         Raises:
             ValueError: If `features < 1`.
         """
-        features = int(features)
-        if features < 1:
-            raise ValueError(f"`features` must be >= 1, got {features}.")
-        dtype = tf.as_dtype(dtype)
-        scale = 1.0 / features**0.5
-        w = tf.random.stateless_normal([features], seed=[seed, 0], stddev=scale, dtype=dtype)
-        u = tf.random.stateless_normal([features], seed=[seed, 1], stddev=scale, dtype=dtype)
-        b = tf.random.stateless_normal([], seed=[seed, 2], stddev=0.1, dtype=dtype)
+        w, u, b = cls.initial_parameters(features, dtype=dtype, seed=seed)
         return cls(
             tf.Variable(w, name="w"),
             tf.Variable(u, name="u"),
@@ -178,17 +234,17 @@ class Planar(tfb.Bijector):
 
     @property
     def w(self) -> Any:
-        """The `w` parameter (shape `[D]`)."""
+        """The `w` parameter (shape `[D]`, or `[..., D]` when batched)."""
         return self._w
 
     @property
     def u(self) -> Any:
-        """The raw, unconstrained `u` parameter (shape `[D]`)."""
+        """The raw, unconstrained `u` parameter (shape `[D]`, or `[..., D]` when batched)."""
         return self._u
 
     @property
     def b(self) -> Any:
-        """The scalar bias `b`."""
+        """The scalar bias `b` (shape `[]`, or `[...]` when batched)."""
         return self._b
 
     @property
@@ -197,16 +253,19 @@ class Planar(tfb.Bijector):
         return self._nonlinearity
 
     def u_hat(self) -> tf.Tensor:
-        """Returns the constrained `u_hat` (shape `[D]`), for which `w . u_hat > -1`."""
+        """Returns the constrained `u_hat` (shape of `u`), for which `w . u_hat > -1`."""
         return self._params()[1]
 
     def _params(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Reads the parameters fresh: returns `(w, u_hat, b, c, one_plus_c)`."""
+        """Reads the parameters fresh: returns `(w, u_hat, b, c, one_plus_c)`.
+
+        `w`, `u_hat` have shape `[..., D]`; `b`, `c`, `one_plus_c` the batch shape `[...]`.
+        """
         w = tf.convert_to_tensor(self._w)
         u = tf.convert_to_tensor(self._u)
         b = tf.convert_to_tensor(self._b)
-        wu = tf.reduce_sum(w * u)
-        w_sq = tf.reduce_sum(tf.square(w))
+        wu = tf.reduce_sum(w * u, axis=-1)
+        w_sq = tf.reduce_sum(tf.square(w), axis=-1)
         # 1 + c = 1 + m(w . u) > 0, without cancellation: 1 + a above -1/2, exp(2a + 1) / 2
         # below. For w = 0 the map is a pure shift and c = w . u_hat = 0.
         below = 0.5 * tf.exp(2.0 * tf.minimum(wu, -0.5) + 1.0)
@@ -214,7 +273,7 @@ class Planar(tfb.Bijector):
         one_plus_c = tf.where(w_sq > 0, one_plus_c, tf.ones_like(wu))
         # c itself is formed branch-wise so that c - w . u is exactly 0 above -1/2.
         c = tf.where(w_sq > 0, tf.where(wu >= -0.5, wu, below - 1.0), tf.zeros_like(wu))
-        u_hat = u + (c - wu) * tf.math.divide_no_nan(w, w_sq)
+        u_hat = u + (c - wu)[..., tf.newaxis] * tf.math.divide_no_nan(w, w_sq[..., tf.newaxis])
         return w, u_hat, b, c, one_plus_c
 
     def _check_event(self, x: tf.Tensor, arg: str) -> None:
@@ -236,7 +295,7 @@ class Planar(tfb.Bijector):
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         self._check_event(x, "x")
         w, u_hat, b, _, _ = self._params()
-        a = tf.reduce_sum(x * w, axis=-1, keepdims=True) + b
+        a = tf.reduce_sum(x * w, axis=-1, keepdims=True) + b[..., tf.newaxis]
         return x + u_hat * self._h(a)
 
     def _forward_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
