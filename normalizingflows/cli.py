@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -160,6 +161,19 @@ def _flow_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
+def _make_strategy(name: str | None) -> Any:
+    """``--strategy``: the ``tf.distribute`` strategy, or a CLIError."""
+    from .training import STRATEGIES, make_strategy
+
+    if name is not None and name not in STRATEGIES:
+        raise CLIError(f"unknown strategy --strategy {name!r}; choose one of {list(STRATEGIES)}")
+    try:
+        return make_strategy(name)
+    except (RuntimeError, ValueError) as err:  # e.g. TF_CONFIG unreadable, TF started already
+        first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        raise CLIError(f"--strategy {name}: {first}") from err
+
+
 def _build_flow(name: str, features: int, kwargs: dict, *, sampling: bool = False) -> Any:
     import inspect
 
@@ -205,10 +219,19 @@ def _loss_figure(history: dict, title: str = "") -> Any:
 
 # ---------------------------------------------------------------------------------- commands
 def train(args: argparse.Namespace) -> dict:
-    """``train``: fit a catalog flow to a dataset; write metrics, plots and the checkpoint."""
+    """``train``: fit a catalog flow to a dataset; write metrics, plots and the checkpoint.
+
+    With ``--strategy multiworker`` every worker runs the same command (its ``TF_CONFIG``
+    differs); the chief writes ``OUT``, the other workers train in step with it and write their
+    copy of the outputs to a private temporary folder that is removed at the end (on
+    ``--resume`` they read the chief's checkpoints: ``OUT`` must be on a shared file system).
+    """
     import numpy as np
 
-    out = Path(args.out)
+    from .training.distribute import barrier, is_chief
+
+    strategy = _make_strategy(args.strategy)  # first: a multi-worker strategy must be
+    out = Path(args.out)                       # created before TensorFlow runs anything
     work = out.with_name(f".{out.name}.partial")
     from . import flows
 
@@ -217,7 +240,13 @@ def train(args: argparse.Namespace) -> dict:
                        f"{sorted(flows.catalog())}")
     splits = _load_splits(args.data, seed=args.seed, n=args.n)
     features = int(np.asarray(splits.train).shape[-1])
-    flow = _build_flow(args.flow, features, _flow_kwargs(args))
+    with strategy.scope():
+        flow = _build_flow(args.flow, features, _flow_kwargs(args))
+    if not is_chief(strategy):
+        barrier(strategy)  # the chief has prepared its work folder
+        with tempfile.TemporaryDirectory(prefix="nf-worker-") as private:
+            return _train_into(Path(private), args, flow, splits, features, strategy,
+                               checkpoint_dir=work / "checkpoints")
     copied = False
     if args.resume:
         if not (work / "checkpoints").exists() and (out / "checkpoints").exists():
@@ -229,8 +258,9 @@ def train(args: argparse.Namespace) -> dict:
     # be resumed again; anything else that fails leaves no folder behind.
     keep_on_failure = (work / "checkpoints").exists() and not copied
     work.mkdir(parents=True, exist_ok=True)
+    barrier(strategy)  # the other workers may read the checkpoints now
     try:
-        metrics = _train_into(work, args, flow, splits, features)
+        metrics = _train_into(work, args, flow, splits, features, strategy)
     except KeyboardInterrupt:
         raise
     except BaseException:
@@ -241,8 +271,8 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, features: int
-                ) -> dict:
+def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, features: int,
+                strategy: Any, checkpoint_dir: Path | None = None) -> dict:
     import numpy as np
 
     from . import data, diagnostics, plot, training
@@ -250,8 +280,8 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
     result = training.fit(
         flow, splits.train, val=splits.val, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, schedule=args.schedule, patience=args.patience,
-        checkpoint_dir=tmp / "checkpoints", resume=args.resume, seed=args.seed,
-        verbose=args.verbose, jit_compile=args.jit)
+        checkpoint_dir=checkpoint_dir or tmp / "checkpoints", resume=args.resume,
+        seed=args.seed, verbose=args.verbose, jit_compile=args.jit, strategy=strategy)
     if result.nonfinite is not None:
         raise CLIError(result.nonfinite["message"])
     test = training.check_array(splits.test, "test", features)
@@ -266,6 +296,7 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
         "train_seconds": round(result.seconds, 2), "epochs": result.epochs_run,
         "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
         "resumed_from_epoch": result.initial_epoch, "sizes": [len(s) for s in splits[:3]],
+        "strategy": args.strategy, "replicas": result.replicas, "jit_compile": result.jit_compile,
         "history": result.history,
     }
     title = f"{args.flow} on {name}: test LL {metrics['test_log_likelihood']:.3f} nats"
@@ -426,6 +457,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="train_out", help="output folder (default train_out)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted (or finished) run of the same config in OUT")
+    p.add_argument("--strategy", default=None,
+                   help="train with tf.distribute: mirrored (all local GPUs, else the logical "
+                   "CPUs) or multiworker (TF_CONFIG; run the command on every worker); "
+                   "--batch-size is the global batch")
 
     p = sub.add_parser("fit-energy", help="fit a flow to exp(-U) by reverse KL")
     flow_args(p, "realnvp")

@@ -4,6 +4,8 @@
 schedules, gradient clipping, weight decay, per-epoch checkpoints that a killed run resumes
 from, and a guard that stops on a non-finite loss and names the failing step.
 :func:`fit_reverse_kl` fits a flow to exp(-U) from its own samples and estimates log Z.
+:func:`make_strategy` and ``fit(..., strategy=...)`` train on several devices or machines
+(``tf.distribute``).
 
 Example:
     >>> import normalizingflows as nf
@@ -14,7 +16,9 @@ Example:
     1
 """
 
+from . import distribute
 from .callbacks import NonFiniteGuard, first_nonfinite_step, leaf_bijectors
+from .distribute import STRATEGIES, make_strategy
 from .forward import SCHEDULES, FitResult, check_array, epoch_batches, fit, make_optimizer
 from .reverse import ReverseKLResult, fit_reverse_kl, importance_estimates
 from .state import (
@@ -31,4 +35,5 @@ __all__ = [
     "NonFiniteGuard", "first_nonfinite_step", "leaf_bijectors", "CheckpointError",
     "ResumeConfigError", "atomic_write_json", "atomic_write_text", "check_run_config",
     "fingerprint", "check_array", "epoch_batches", "make_optimizer", "SCHEDULES",
+    "distribute", "make_strategy", "STRATEGIES",
 ]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import tf_keras
 
 from ..flows.core import check_array as core_check_array
 from .callbacks import NonFiniteGuard
+from .distribute import is_chief, jit_supported, replica_shards, resolve_strategy
 from .state import CheckpointError, check_run_config, fingerprint
 
 __all__ = ["FitResult", "fit", "make_optimizer", "check_array", "epoch_batches", "SCHEDULES"]
@@ -37,6 +41,8 @@ class FitResult:
         nonfinite: The :class:`NonFiniteGuard` report if a non-finite loss stopped the run.
         initial_epoch: Epochs already done when this call started (non-zero on resume).
         seconds: Wall time of this call.
+        replicas: Replicas that trained in sync (``strategy.num_replicas_in_sync``).
+        jit_compile: Whether the train step was compiled with XLA.
     """
 
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -47,6 +53,8 @@ class FitResult:
     nonfinite: dict | None = None
     initial_epoch: int = 0
     seconds: float = 0.0
+    replicas: int = 1
+    jit_compile: bool = False
 
     def to_dict(self) -> dict:
         """JSON-able copy."""
@@ -80,17 +88,25 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
-                  context: np.ndarray | None = None) -> tf.data.Dataset:
+                  context: np.ndarray | None = None, *,
+                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
     """Batches of epochs ``first_epoch .. epochs-1``; epoch ``e`` is shuffled by ``(seed, e)``.
 
     The order of every epoch is a function of ``(seed, e)`` alone, so a resumed run sees the
     batches the uninterrupted run saw. With ``context`` each element is an ``(x, context)``
-    pair (Keras passes the context as ``y``).
+    pair (Keras passes the context as ``y``). With ``input_context`` (``tf.distribute``) the
+    elements are this input pipeline's equal per-replica shards of the same global batches
+    (:func:`~normalizingflows.training.distribute.replica_shards` with ``trim=True``).
 
     Example:
         >>> ds = epoch_batches(np.arange(10, dtype=np.float32)[:, None], 4, 0, 0, 2)
         >>> [int(b.shape[0]) for b in ds]
         [4, 4, 2, 4, 4, 2]
+        >>> ctx = tf.distribute.InputContext(1, 0, num_replicas_in_sync=4)
+        >>> ds = epoch_batches(np.arange(10, dtype=np.float32)[:, None], 4, 0, 0, 1,
+        ...                    input_context=ctx)
+        >>> [int(b.shape[0]) for b in ds]  # the last batch (2 rows) is too small for 4 replicas
+        [1, 1, 1, 1, 1, 1, 1, 1]
     """
     data = tf.constant(x)
     cond = None if context is None else tf.constant(context)
@@ -100,11 +116,27 @@ def epoch_batches(x: np.ndarray, batch_size: int, seed: int, first_epoch: int, e
         return tf.data.Dataset.from_tensor_slices(_permutation(n, seed, epoch)).batch(batch_size)
 
     ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    if input_context is not None:
+        ds = replica_shards(ds, input_context, trim=True)
+    return _gather(ds, data, cond)
+
+
+def _gather(ds: tf.data.Dataset, data: tf.Tensor, cond: tf.Tensor | None) -> tf.data.Dataset:
+    """Rows of ``data`` (and ``cond``) at each element's indices."""
     if cond is None:
         ds = ds.map(lambda i: tf.gather(data, i), deterministic=True)
     else:
         ds = ds.map(lambda i: (tf.gather(data, i), tf.gather(cond, i)), deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_shards(x: np.ndarray, context: np.ndarray | None, batch_size: int,
+                 input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    """Per-replica shards of ``x`` in order, every row once per pass, repeated."""
+    rows = tf.data.Dataset.range(len(x)).batch(batch_size)
+    ds = replica_shards(rows, input_context, trim=False)
+    return _gather(ds.repeat(), tf.constant(x),
+                   None if context is None else tf.constant(context))
 
 
 def _data_and_context(flow: Any, data: Any, name: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -176,10 +208,16 @@ def _current_lr(optimizer: tf_keras.optimizers.Optimizer) -> float:
 
 
 class _RunState(tf_keras.callbacks.Callback):
-    """History, best weights, early stopping, plateau decay and per-epoch checkpoints."""
+    """History, best weights, early stopping, plateau decay and per-epoch checkpoints.
+
+    Checkpoints are written to ``checkpoint_dir`` and restored from ``restore_dir`` (the same
+    folder, except on a non-chief worker of a multi-worker run, which restores the chief's
+    checkpoints and writes its own to a private folder).
+    """
 
     def __init__(self, flow: Any, optimizer: Any, *, monitor: str, patience: int | None,
-                 plateau: bool, guard: NonFiniteGuard, checkpoint_dir: Path | None) -> None:
+                 plateau: bool, guard: NonFiniteGuard, checkpoint_dir: Path | None,
+                 restore_dir: Path | None = None) -> None:
         super().__init__()
         self.flow = flow
         self.optimizer = optimizer
@@ -195,6 +233,7 @@ class _RunState(tf_keras.callbacks.Callback):
         self.best = tf.Module()
         self.best.weights = [tf.Variable(v, trainable=False) for v in flow.weights]
         self.manager = None
+        self.restore_dir = restore_dir or checkpoint_dir
         if checkpoint_dir is not None:
             ckpt = tf.train.Checkpoint(flow=flow, optimizer=optimizer, epoch=self.epoch,
                                        state=self.state_text, best=self.best)
@@ -203,10 +242,11 @@ class _RunState(tf_keras.callbacks.Callback):
 
     def restore(self) -> int:
         """Load the latest checkpoint; return the number of epochs it had finished."""
-        path = self.manager.latest_checkpoint
+        directory = str(self.restore_dir / "ckpt")
+        path = tf.train.latest_checkpoint(directory)
         if path is None:
-            raise CheckpointError(f"no readable checkpoint in {self.manager.directory}; delete "
-                                  "the folder to start over")
+            raise CheckpointError(f"no readable checkpoint in {directory}; delete the folder "
+                                  "to start over")
         try:
             status = self.manager.checkpoint.restore(path)
             status.assert_existing_objects_matched()
@@ -257,7 +297,8 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         weight_decay: float = 0.0, patience: int | None = None,
         checkpoint_dir: str | Path | None = None, resume: bool = False,
         tensorboard_dir: str | Path | None = None, seed: int = 0, verbose: int = 1,
-        jit_compile: bool = True, callbacks: list | tuple = ()) -> FitResult:
+        jit_compile: bool = True, callbacks: list | tuple = (),
+        strategy: tf.distribute.Strategy | None = None) -> FitResult:
     """Fit ``flow`` to data by maximum likelihood (forward KL) with Keras ``fit``.
 
     Loss: mean of -log q(x) over a batch. Each epoch sees the training set in an order drawn
@@ -269,6 +310,21 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
     non-finite loss stops the run, restores the weights from before the failing batch and
     names that batch and the step of the flow that went non-finite (``result.nonfinite``).
 
+    Several devices or machines (``tf.distribute``), as in Keras: build the flow inside
+    ``strategy.scope()`` and pass the strategy (or nothing: a flow built in a scope trains under
+    that scope's strategy). ``batch_size`` is the global batch, a multiple of the number of
+    replicas ``R``; every global batch is the one a single device would see, cut into ``R``
+    equal shards (each worker of a multi-worker run builds the same batches and keeps its
+    replicas' shards), so the loss curve is one device's up to floating-point summation order.
+    To keep the shards equal, the last batch of an epoch drops its last ``rows % R`` rows (at
+    most ``R - 1`` per epoch, different rows each epoch). The validation loss is the mean of
+    the ``R`` shard means (shards differ by at most one row; no row is left out). Under a
+    multi-worker strategy only the chief writes ``checkpoint_dir`` (the other workers write to
+    a private temporary folder and, on resume, read the chief's: a shared file system, as for
+    Keras' ``BackupAndRestore``). ``jit_compile`` is turned off, with a warning, where
+    TensorFlow cannot run XLA (several replicas on CPU devices; see
+    :func:`~normalizingflows.training.distribute.jit_supported`).
+
     Args:
         flow: A :class:`~normalizingflows.flows.core.Flow`.
         train: Training array ``[N, D]``; for a conditional flow the pair ``(x, context)``
@@ -276,7 +332,7 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         val: Validation array ``[M, D]`` (early stopping and best weights monitor it), or
             ``(x, context)`` for a conditional flow.
         epochs: Number of epochs (>= 1).
-        batch_size: Examples per batch.
+        batch_size: Examples per (global) batch.
         lr: Peak learning rate of Adam/AdamW.
         schedule: ``None`` (constant), ``"cosine"`` (decay to 0 over the run) or ``"plateau"``
             (halve when the monitored loss stalls for ``max(2, patience // 3)`` epochs, or 5).
@@ -290,12 +346,18 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         jit_compile: Compile the train step with XLA.
         callbacks: Extra Keras callbacks.
+        strategy: The ``tf.distribute.Strategy`` the flow was built under
+            (:func:`~normalizingflows.training.distribute.make_strategy`), or ``None`` for the
+            flow's own.
 
     Returns:
         :class:`FitResult` with the history and best epoch.
 
     Raises:
-        ValueError: On bad arguments or data (``epochs < 1``, NaN, wrong shape).
+        ValueError: On bad arguments or data (``epochs < 1``, NaN, wrong shape, a flow built
+            outside ``strategy.scope()``, a ``batch_size`` that is not a multiple of the
+            replicas).
+        TypeError: If ``strategy`` is not a ``tf.distribute.Strategy``.
         ResumeConfigError: If ``resume`` meets a checkpoint of a different run.
         CheckpointError: If the checkpoint is corrupt.
 
@@ -315,59 +377,88 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
     batch_size = _positive_int(batch_size, "batch_size")
     if patience is not None:
         patience = _positive_int(patience, "patience")
+    strategy = resolve_strategy(flow, strategy)
+    replicas = int(strategy.num_replicas_in_sync)
     train, train_context = _data_and_context(flow, train, "train")
     val_context = None
     if val is not None:
         val, val_context = _data_and_context(flow, val, "val")
     steps = math.ceil(len(train) / batch_size)
-    optimizer = make_optimizer(lr, schedule=schedule, decay_steps=epochs * steps,
-                               clipnorm=clipnorm, weight_decay=weight_decay)
-    # Build lazily created layers before copying or restoring weights.
-    flow.log_prob(train[:2], None if train_context is None else train_context[:2])
-    optimizer.build(flow.trainable_variables)
-    flow.compile(optimizer, jit_compile=jit_compile)
+    if replicas > 1:
+        if batch_size % replicas:
+            raise ValueError(f"batch_size is the global batch and must be a multiple of the "
+                             f"{replicas} replicas of the strategy; got {batch_size}")
+        if len(train) < replicas or (val is not None and len(val) < replicas):
+            raise ValueError(f"train and val need at least one row per replica ({replicas}); "
+                             f"got {len(train)} and {None if val is None else len(val)}")
+        steps = len(train) // batch_size + (len(train) % batch_size >= replicas)
+    if jit_compile and not jit_supported(strategy):
+        warnings.warn(f"jit_compile=True: TensorFlow cannot compile a step with XLA across "
+                      f"{replicas} CPU replicas; training without XLA", RuntimeWarning,
+                      stacklevel=2)
+        jit_compile = False
+    with strategy.scope():
+        optimizer = make_optimizer(lr, schedule=schedule, decay_steps=epochs * steps,
+                                   clipnorm=clipnorm, weight_decay=weight_decay)
+        # Build lazily created layers before copying or restoring weights.
+        flow.log_prob(train[:2], None if train_context is None else train_context[:2])
+        optimizer.build(flow.trainable_variables)
+        flow.compile(optimizer, jit_compile=jit_compile)
+    resolve_strategy(flow, strategy)  # the lazily created variables too
 
     def batch_fn(epoch: int, batch: int) -> Any:
         rows = _permutation(len(train), seed, epoch)[batch * batch_size:(batch + 1) * batch_size]
+        if replicas > 1:
+            rows = rows[:len(rows) - len(rows) % replicas]
         if train_context is None:
             return tf.gather(train, rows)
         return tf.gather(train, rows), tf.gather(train_context, rows)
 
     guard = NonFiniteGuard(batch_fn, verbose=verbose)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    run = _RunState(flow, optimizer, monitor="val_loss" if val is not None else "loss",
-                    patience=patience, plateau=schedule == "plateau", guard=guard,
-                    checkpoint_dir=checkpoint_dir)
-    initial_epoch = 0
-    if checkpoint_dir is not None:
-        try:
-            flow_config = flow.get_config()
-        except NotImplementedError:
-            flow_config = {"class": type(flow).__name__, "weights": fingerprint(
-                np.concatenate([np.ravel(v.numpy()) for v in flow.weights]))}
-        config = {"flow": flow_config, "train": fingerprint(train), "val": fingerprint(val),
-                  **({"train_context": fingerprint(train_context),
-                      "val_context": fingerprint(val_context)} if flow.conditional else {}),
-                  "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
-                  "schedule": schedule, "clipnorm": clipnorm, "weight_decay": float(weight_decay),
-                  "patience": patience, "seed": int(seed)}
-        if check_run_config(checkpoint_dir, config, resume=resume):
-            initial_epoch = run.restore()
-    elif resume:
-        raise ValueError("resume=True needs checkpoint_dir")
+    chief = is_chief(strategy)
+    private_dir = None  # a non-chief worker's checkpoints: written, never read, then removed
+    if checkpoint_dir is not None and not chief:
+        private_dir = Path(tempfile.mkdtemp(prefix="nf-worker-checkpoints-"))
+    try:
+        run = _RunState(flow, optimizer, monitor="val_loss" if val is not None else "loss",
+                        patience=patience, plateau=schedule == "plateau", guard=guard,
+                        checkpoint_dir=private_dir or checkpoint_dir, restore_dir=checkpoint_dir)
+        initial_epoch = 0
+        if checkpoint_dir is not None:
+            try:
+                flow_config = flow.get_config()
+            except NotImplementedError:
+                flow_config = {"class": type(flow).__name__, "weights": fingerprint(
+                    np.concatenate([np.ravel(v.numpy()) for v in flow.weights]))}
+            config = {"flow": flow_config, "train": fingerprint(train), "val": fingerprint(val),
+                      **({"train_context": fingerprint(train_context),
+                          "val_context": fingerprint(val_context)} if flow.conditional else {}),
+                      "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
+                      "schedule": schedule, "clipnorm": clipnorm,
+                      "weight_decay": float(weight_decay), "patience": patience,
+                      "seed": int(seed)}
+            if chief:
+                if check_run_config(checkpoint_dir, config, resume=resume):
+                    initial_epoch = run.restore()
+            elif resume and (checkpoint_dir / "ckpt" / "checkpoint").exists():
+                check_run_config(checkpoint_dir, config, resume=True)  # reads only
+                initial_epoch = run.restore()
+        elif resume:
+            raise ValueError("resume=True needs checkpoint_dir")
 
-    if initial_epoch < epochs and not run.state["stopped_early"]:
-        cbs = [guard, run, *callbacks]
-        if tensorboard_dir is not None:
-            _require_tensorboard()
-            cbs.append(tf_keras.callbacks.TensorBoard(str(tensorboard_dir)))
-        val_kwargs = {}
-        if val is not None:
-            val_kwargs = {"validation_data": (val,) if val_context is None else (val, val_context),
-                          "validation_batch_size": min(len(val), 50_000)}
-        flow.fit(epoch_batches(train, batch_size, seed, initial_epoch, epochs, train_context),
-                 epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                 verbose=verbose, callbacks=cbs, **val_kwargs)
+        if initial_epoch < epochs and not run.state["stopped_early"]:
+            cbs = [guard, run, *callbacks]
+            if tensorboard_dir is not None:
+                _require_tensorboard()
+                cbs.append(tf_keras.callbacks.TensorBoard(str(tensorboard_dir)))
+            x, val_kwargs = _keras_inputs(train, train_context, val, val_context, batch_size,
+                                          seed, initial_epoch, epochs, replicas)
+            flow.fit(x, epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                     verbose=verbose, callbacks=cbs, **val_kwargs)
+    finally:
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
     if not guard.tripped:
         run.restore_best()
     s = run.state
@@ -375,4 +466,34 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
     return FitResult(history=history, best_epoch=s["best_epoch"], best_loss=s["best"],
                      epochs_run=len(s["history"]["loss"]), stopped_early=s["stopped_early"],
                      nonfinite=guard.report, initial_epoch=initial_epoch,
-                     seconds=time.perf_counter() - start_time)
+                     seconds=time.perf_counter() - start_time, replicas=replicas,
+                     jit_compile=bool(jit_compile))
+
+
+def _keras_inputs(train: np.ndarray, train_context: np.ndarray | None, val: np.ndarray | None,
+                  val_context: np.ndarray | None, batch_size: int, seed: int,
+                  initial_epoch: int, epochs: int, replicas: int) -> tuple[Any, dict]:
+    """``(x, kwargs)`` for Keras ``fit``: a ``tf.data`` set on one replica, else Keras
+    ``DatasetCreator``s that give every replica its equal shard of each global batch."""
+    if replicas == 1:
+        kwargs = {}
+        if val is not None:
+            kwargs = {"validation_data": (val,) if val_context is None else (val, val_context),
+                      "validation_batch_size": min(len(val), 50_000)}
+        return epoch_batches(train, batch_size, seed, initial_epoch, epochs, train_context), kwargs
+
+    def train_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return epoch_batches(train, batch_size, seed, initial_epoch, epochs, train_context,
+                             input_context=input_context)
+
+    kwargs = {}
+    if val is not None:
+        val_steps = math.ceil(len(val) / 50_000)
+        val_batch = math.ceil(len(val) / val_steps)  # equal batches, each >= replicas rows
+
+        def val_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return _eval_shards(val, val_context, val_batch, input_context)
+
+        kwargs = {"validation_data": tf_keras.utils.experimental.DatasetCreator(val_fn),
+                  "validation_steps": val_steps}
+    return tf_keras.utils.experimental.DatasetCreator(train_fn), kwargs
