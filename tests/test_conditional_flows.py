@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from flow_cases import (CONTEXT, conditional_cases, context, data, make_flow, perturb,
-                        small_kwargs)
+from flow_cases import CONTEXT, conditional_cases, context, data, make_flow, perturb, small_kwargs
 
 import normalizingflows as nf
 
