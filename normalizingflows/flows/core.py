@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -21,7 +22,7 @@ from ..bijectors._common import is_chain, is_invert
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-__all__ = ["Flow", "load", "check_array", "FAST_DIRECTIONS"]
+__all__ = ["Flow", "load", "check_array", "check_context", "FAST_DIRECTIONS"]
 
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
@@ -32,8 +33,14 @@ def _accepts(bijector: Any, name: str, method: str = "_inverse") -> bool:
     ``method``, or marked by ``flows._parts.accepts_kwargs`` (conditioners behind ``**kwargs``)."""
     if name in getattr(bijector, "_nf_kwargs", ()):
         return True
-    fn = getattr(type(bijector), method, None)
-    return fn is not None and name in inspect.signature(fn).parameters
+    return name in _parameters(type(bijector), method)
+
+
+@functools.cache
+def _parameters(cls: type, method: str) -> frozenset[str]:
+    """Parameter names of ``cls.method`` (inspected once per class, not on every call)."""
+    fn = getattr(cls, method, None)
+    return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
 
 
 def _route(bijector: tfb.Bijector, leaf_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +84,15 @@ def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} contains NaN or Inf in {rows.size} row(s), first at row "
                          f"{rows[0]}; remove or impute them")
     return arr
+
+
+def check_context(c: Any, name: str, width: int | None) -> np.ndarray:
+    """A context array ``[N, width]`` (one-hot integers or booleans allowed) as floats, checked
+    like :func:`check_array`."""
+    arr = np.asarray(c)
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    return check_array(arr, name, width)
 
 
 class Flow(tf_keras.Model):
@@ -410,18 +426,16 @@ class Flow(tf_keras.Model):
             return
         if isinstance(x, (tuple, list)) and len(x) == 1:
             x = x[0]
-        elif isinstance(x, (tuple, list)) and len(x) == 3 or (
-                name == "validation_data" and isinstance(x, (tuple, list)) and len(x) == 2):
+        elif name == "validation_data" and isinstance(x, (tuple, list)) and len(x) in (2, 3):
             x, y = x[0], x[1]  # Keras' (x, y[, sample_weight])
         x, context = self._split(x, y)
-        for value, label, width in ((x, name, self.features),
-                                    (context, f"{name} context", self.context_features)):
+        for value, check in ((x, lambda v: check_array(v, name, self.features)),
+                             (context, lambda v: check_context(v, f"{name} context",
+                                                               self.context_features))):
             if value is None or isinstance(value, dict) or (tf.is_tensor(value)
                                                             and not tf.executing_eagerly()):
                 continue
-            if label != name and np.asarray(value).dtype.kind in "iub":
-                value = np.asarray(value, np.float64)
-            check_array(value, label, width)
+            check(value)
         if self.conditional and context is None:
             raise ValueError(f"this flow is conditional (context_features="
                              f"{self.context_features}): fit on (x, context) pairs")

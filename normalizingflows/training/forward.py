@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from ..flows.core import check_array as core_check_array
+from ..flows.core import check_context
 from .callbacks import NonFiniteGuard
 from .distribute import is_chief, jit_supported, replica_shards, resolve_strategy
 from .state import CheckpointError, check_run_config, fingerprint
@@ -152,11 +153,8 @@ def _data_and_context(flow: Any, data: Any, name: str) -> tuple[np.ndarray, np.n
     x = check_array(data, name, flow.features).astype(flow.dtype, copy=False)
     if context is None:
         return x, None
-    context = np.asarray(context)
-    if context.dtype.kind in "iub":
-        context = context.astype(flow.dtype)
-    context = check_array(context, f"{name} context", flow.context_features
-                          ).astype(flow.dtype, copy=False)
+    context = check_context(context, f"{name} context", flow.context_features
+                            ).astype(flow.dtype, copy=False)
     if len(context) != len(x):
         raise ValueError(f"{name}: x has {len(x)} rows but its context has {len(context)}")
     return x, context
