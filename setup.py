@@ -19,6 +19,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist", "ruff", "nbformat", "nbclient", "ipykernel"],
+        # Peers timed side by side in benchmarks/speed.py (not needed by the tests).
+        "bench": ["torch==2.13.0", "zuko==1.6.0", "nflows==0.14"],
     },
     entry_points={"console_scripts": ["normalizingflows=normalizingflows.cli:main"]},
 )

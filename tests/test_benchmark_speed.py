@@ -1,0 +1,103 @@
+"""benchmarks/speed.py: a --quick smoke run of ours vs stock TFP (no torch needed) writes a
+Markdown table and a JSON whose every measured cell and ratio is a finite positive number."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed() -> Any:
+    spec = importlib.util.spec_from_file_location("benchmark_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark_speed"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _number(cell: str) -> float:
+    """``"12,345*"``, ``"0.91x"``, ``"3.12"`` -> float (markers stripped)."""
+    return float(cell.rstrip("*†x%").replace(",", ""))
+
+
+def _table(text: str, first: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the Markdown table whose header starts with ``| first |``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return [c.strip() for c in lines[start].strip("|").split("|")], rows
+
+
+QUICK = ["--quick", "--features", "3", "--layers", "1", "--hidden", "8", "8", "--samples", "64",
+         "--min-time", "0.005"]
+
+
+def _check_cells(payload: dict[str, Any], expected: set[tuple[str, str, str]]) -> None:
+    cells = {(r["flow"], r["metric"], r["column"]): r for r in payload["results"]}
+    assert set(cells) == expected
+    for key, rec in cells.items():
+        assert rec["rate"] is not None and math.isfinite(rec["rate"]) and rec["rate"] > 0, \
+            (key, rec)
+        assert not rec["note"].startswith(("error", "skipped")), (key, rec)
+    for roof in payload["roofline"]:
+        assert roof["samples_per_s"] > 0 and math.isfinite(roof["gflops"]), roof
+        assert roof["matmuls"] == 3 * 3 - 1  # one layer of 3 dense matmuls, no first dX
+
+
+def test_quick_run_nf_vs_tfp(speed: Any, tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    payload = speed.main([*QUICK, "--systems", "nf", "tfp", "--flows", "maf", "--out", str(out)])
+    assert payload["columns"] == ["nf", "tfp", "tfp_xla"]
+    expected = {("maf", m, c) for m in ("train", "log_prob", "sample")
+                for c in ("nf", "tfp", "tfp_xla")}
+    _check_cells(payload, expected)
+
+    # The JSON next to --out holds the same numbers; the Markdown table has every cell.
+    assert json.loads(out.with_suffix(".json").read_text())["results"] == payload["results"]
+    text = out.read_text()
+    assert "cores:" in text and "tensorflow 2." in text
+    head, rows = _table(text, "flow | metric")
+    assert head[2:] == ["nf (ours, XLA)", "TFP tf.function", "TFP XLA", "nf/TFP fn",
+                        "nf/TFP XLA"]
+    assert len(rows) == 3
+    for row in rows:
+        values = [_number(c) for c in row[2:]]
+        assert all(math.isfinite(v) and v > 0 for v in values), row
+        assert row[5].endswith("x") and row[6].endswith("x")
+        assert values[3] == pytest.approx(values[0] / values[1], rel=0.02)
+        assert values[4] == pytest.approx(values[0] / values[2], rel=0.02)
+    head, rows = _table(text, "flow | matmuls")
+    assert [r[0] for r in rows] == ["maf"]
+    assert all(_number(c) > 0 for c in rows[0][1:]), rows
+    _, rows = _table(text, "target | measured")
+    assert any(r[0].startswith("MAF train: nf / TFP tf.function") for r in rows)
+
+
+def test_quick_run_iaf_density_on_many_points(speed: Any) -> None:
+    payload = speed.main([*QUICK, "--systems", "nf", "--flows", "iaf"])
+    assert payload["columns"] == ["nf"]
+    _check_cells(payload, {("iaf", m, "nf")
+                           for m in ("train", "log_prob", "sample", "log_prob_big")})
+
+
+def test_missing_torch_skips_peers(speed: Any, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(speed, "_torch_missing", lambda: "torch not importable (test)")
+    payload = speed.main([*QUICK, "--systems", "zuko", "nflows", "--flows", "maf"])
+    assert set(payload["skipped_systems"]) == {"zuko", "nflows"}
+    assert payload["results"] == [] and payload["columns"] == []
+    assert "zuko: not run (torch not importable (test))" in capsys.readouterr().out
