@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 from .act_norm import ActNorm
 from .batch_norm import BatchNorm
 from .conditional import Conditional
+from .masked_autoregressive import MaskedAutoregressive
 from .mixture_cdf import MixtureCDF
 from .planar import Planar
 from .radial import Radial
@@ -24,8 +25,8 @@ from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "Conditional", "MixtureCDF", "Planar", "Radial",
-           "TanhShiftAffine", "TanhShiftParameters", "catalog"]
+__all__ = ["ActNorm", "BatchNorm", "Conditional", "MaskedAutoregressive", "MixtureCDF",
+           "Planar", "Radial", "TanhShiftAffine", "TanhShiftParameters", "catalog"]
 
 
 def _planar(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from ..bijectors import BatchNorm
+from ..bijectors import BatchNorm, MaskedAutoregressive
 from ..nn import MADE, MLP
 
 tfb = tfp.bijectors
@@ -73,8 +73,8 @@ def context_embedding(context_features: int | None, context_net: Any, *, activat
 def accepts_kwargs(step: tfb.Bijector, *names: str) -> tfb.Bijector:
     """Mark ``step`` as taking the keyword arguments ``names`` (e.g. ``"context"``).
 
-    ``tfb.MaskedAutoregressiveFlow`` and ``tfb.RealNVP`` take ``**kwargs`` for their conditioner,
-    so ``Flow`` cannot read from their signature which ones they use; it reads this mark.
+    ``tfb.RealNVP`` takes ``**kwargs`` for its conditioner, so ``Flow`` cannot read from its
+    signature which ones it uses; it reads this mark.
     """
     step._nf_kwargs = tuple(names)
     return step
@@ -148,11 +148,13 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
                          ) -> tuple[list[tfb.Bijector], list[MADE]]:
     """Layers of a MAF-type flow, in data -> base order of the normalising direction.
 
-    Each layer is a ``tfb.MaskedAutoregressiveFlow`` whose transformer (``make_bijector``) takes
-    its parameters from a :class:`~normalizingflows.nn.MADE`; its inverse (one MADE pass) maps
-    data towards the base. ``invert=True`` wraps each in ``tfb.Invert`` (IAF: one pass to
-    sample). ``batch_norm`` adds a :class:`~normalizingflows.bijectors.BatchNorm` after each
-    layer in the normalising direction (MAF paper). ``make_bijector`` may be one callable per
+    Each layer is a :class:`~normalizingflows.bijectors.MaskedAutoregressive` whose transformer
+    (``make_bijector``) takes its parameters from a :class:`~normalizingflows.nn.MADE`; its
+    inverse (one MADE pass) maps data towards the base, its forward runs the MADE's
+    degree-blocked incremental solve (about one pass, not ``D``). ``invert=True`` wraps each
+    in ``tfb.Invert`` (IAF: one pass to sample). ``batch_norm`` adds a
+    :class:`~normalizingflows.bijectors.BatchNorm` after each layer in the normalising
+    direction (MAF paper). ``make_bijector`` may be one callable per
     layer. ``output_bias`` (one value per MADE output of one input) initialises the MADE
     output bias.
 
@@ -169,14 +171,7 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
                     order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}",
                     output_bias_initializer=bias, context_features=context)
         nets.append(made)
-
-        def bijector_fn(y: tf.Tensor, _made: MADE = made, _make=makers[i], **kwargs
-                        ) -> tfb.Bijector:
-            return _make(_made(y, context=kwargs.get("context")))
-
-        step = tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn, name=f"maf_{i}")
-        if context:
-            accepts_kwargs(step, "context")
+        step = MaskedAutoregressive(made, makers[i], name=f"maf_{i}")
         steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)
         if batch_norm:
             steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))

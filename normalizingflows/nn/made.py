@@ -8,7 +8,7 @@ block-triangular.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,19 +55,22 @@ def input_degrees(features: int, order: str | Sequence[int] = "left-to-right", *
     return degrees
 
 
-def hidden_degrees(units: int, features: int) -> np.ndarray:
-    """Degrees of ``units`` hidden units, spread evenly over ``1..D-1`` and sorted.
+def hidden_degrees(units: int, features: int, *, lowest: int = 1) -> np.ndarray:
+    """Degrees of ``units`` hidden units, spread evenly over ``lowest..D-1`` and sorted.
 
-    A hidden unit of degree ``k`` sees inputs of degree ``<= k``. With ``D = 1`` every hidden
-    unit has degree 0 (it sees only the bias and the context).
+    A hidden unit of degree ``k`` sees inputs of degree ``<= k``; one of degree 0 sees only the
+    bias and the context. A conditional MADE uses ``lowest=0``, so that the first input's
+    parameters depend on the context too. With ``D = 1`` every hidden unit has degree 0.
 
     Example:
         >>> hidden_degrees(4, 3).tolist()
         [1, 1, 2, 2]
+        >>> hidden_degrees(6, 3, lowest=0).tolist()
+        [0, 0, 1, 1, 2, 2]
     """
-    if features == 1:
+    if features == 1 or lowest >= features:
         return np.zeros(units, dtype=np.int64)
-    return 1 + (np.arange(units) * (features - 1)) // units
+    return lowest + (np.arange(units) * (features - lowest)) // units
 
 
 class MADE(tf_keras.layers.Layer):
@@ -111,7 +114,10 @@ class MADE(tf_keras.layers.Layer):
         self.activation = tf_keras.activations.get(activation)
         self.context_features = context_features
         self.degrees = input_degrees(self.features, order, seed=seed)
-        degrees = [self.degrees] + [hidden_degrees(u, self.features) for u in self.hidden_units]
+        lowest = 0 if context_features else 1
+        degrees = [self.degrees] + [hidden_degrees(u, self.features, lowest=lowest)
+                                    for u in self.hidden_units]
+        self._hidden_degrees = degrees[1:]
         out_degrees = np.repeat(self.degrees, self.params)
         masks = [d_out[None, :] >= d_in[:, None]
                  for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)]
@@ -164,3 +170,97 @@ class MADE(tf_keras.layers.Layer):
             h = pre if i == n - 1 else self.activation(pre)
         shape = tf.concat([batch_shape, [self.features, self.params]], axis=0)
         return tf.reshape(h, shape)
+
+    def _masked_layers(self) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
+        return [(None if kernel is None else kernel * tf.constant(mask, self.dtype),
+                 tf.convert_to_tensor(bias))
+                for mask, kernel, bias in zip(self._masks, self.kernels, self.biases,
+                                              strict=True)]
+
+    def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
+              context: tf.Tensor | None = None) -> tf.Tensor:
+        """Solve ``x_i = step(params_i(x), z_i)`` for every ``i`` in degree order, incrementally.
+
+        This is the sequential direction of an autoregressive flow (MAF sampling, IAF density):
+        input ``i`` needs the parameters that MADE computes from the inputs of smaller degree.
+        Instead of ``D`` full network passes, step ``k`` (``k = 1..D``) computes only the hidden
+        units of degree ``k - 1`` in every layer (one equal-size block; hidden units are sorted
+        by degree), the parameters of the input of degree ``k``, and that input; the blocks are
+        written in place into feature-major caches inside one ``tf.while_loop``. All ``D`` steps
+        together cost about one network pass. Units a block window covers beyond its degree get
+        provisional values that the masks keep from being read, and are rewritten at their own
+        step, so the result equals ``D`` full passes (to float rounding).
+
+        Args:
+            step: ``fn(params [N, 1, params], z_i [N, 1]) -> x_i [N, 1]``, the elementwise
+                transformer applied with the parameters of one input.
+            z: ``[..., D]`` values the transformer is applied to.
+            context: ``[..., C]`` context (same batch shape as ``z``) or ``None``.
+
+        Returns:
+            ``x`` with the shape of ``z``.
+        """
+        z = tf.convert_to_tensor(z, dtype=self.dtype)
+        shape = tf.shape(z)
+        d = self.features
+        z_t = tf.transpose(tf.reshape(z, [-1, d]))  # [D, N]
+        n = tf.shape(z_t)[1]
+        layers = self._masked_layers()
+        context_pre = None
+        if context is not None:
+            if self.context_kernel is None:
+                raise ValueError("context was given but this MADE has context_features=None")
+            context = tf.reshape(tf.cast(context, self.dtype), [-1, self.context_kernel.shape[0]])
+            context_pre = tf.transpose(tf.matmul(context, self.context_kernel))  # [H0 or DP, N]
+        order = np.argsort(self.degrees, kind="stable").astype(np.int32)  # input of degree k+1
+        # Window of each hidden layer at step k: the units of degree k, padded to a fixed size.
+        windows = []
+        for degrees in self._hidden_degrees:
+            lo = np.searchsorted(degrees, np.arange(d), side="left")
+            hi = np.searchsorted(degrees, np.arange(d), side="right")
+            size = max(int((hi - lo).max()), 1)
+            windows.append((tf.constant(np.minimum(lo, degrees.size - size), tf.int32), size))
+        out_kernel, out_bias = layers[-1]
+        if out_kernel is not None:
+            out_kernel = tf.reshape(out_kernel, [out_kernel.shape[0], d, self.params])
+        out_bias = tf.reshape(out_bias, [d, self.params])
+        if context_pre is not None and not self.hidden_units:
+            context_pre = tf.reshape(context_pre, [d, self.params, n])
+        order_t = tf.constant(order)
+
+        def body(k, x_t, *hidden):
+            # Shapes come from tensors in the loop, not from a captured tf.shape: XLA needs them
+            # static in the gradient loop too.
+            ones = tf.ones_like(x_t[:1])
+            hidden = list(hidden)
+            below = x_t
+            for j, ((kernel, bias), (starts, size)) in enumerate(
+                    zip(layers[:-1], windows, strict=True)):
+                # gather, not a dynamic tf.slice: XLA cannot differentiate the latter.
+                rows = (starts[k] + tf.range(size))[:, None]
+                pre = tf.gather_nd(bias, rows)[:, None]
+                if kernel is not None:
+                    pre = pre + tf.matmul(tf.gather(kernel, rows[:, 0], axis=1), below,
+                                          transpose_a=True)
+                if j == 0 and context_pre is not None:
+                    pre = pre + tf.gather_nd(context_pre, rows)
+                pre = pre * ones  # [size, N]: the bias alone when the kernel is fully masked
+                hidden[j] = tf.tensor_scatter_nd_update(hidden[j], rows, self.activation(pre))
+                below = hidden[j]
+            i = order_t[k]
+            params = tf.reshape(tf.gather(out_bias, i), [self.params, 1])
+            if out_kernel is not None:
+                params = params + tf.matmul(tf.gather(out_kernel, i, axis=1), below,
+                                            transpose_a=True)
+            if context_pre is not None and not self.hidden_units:
+                params = params + tf.gather(context_pre, i)
+            params = params * ones
+            x_i = step(tf.transpose(params)[:, None, :], tf.gather(z_t, i)[:, None])
+            x_t = tf.tensor_scatter_nd_update(x_t, [[i]], tf.transpose(x_i))
+            return (k + 1, x_t, *hidden)
+
+        hidden0 = [tf.zeros([u, n], self.dtype) for u in self.hidden_units]
+        loop = tf.while_loop(lambda k, *_: k < d, body, (tf.constant(0), tf.zeros_like(z_t),
+                                                          *hidden0),
+                             maximum_iterations=d)
+        return tf.reshape(tf.transpose(loop[1]), shape)
