@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,53 @@ class Flow(tf_keras.Model):
         sample_weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), log_prob.dtype)
         return -tf.reduce_sum(sample_weight * log_prob) / tf.reduce_sum(sample_weight)
 
+    def compile(self, optimizer: Any = "rmsprop", *args: Any, jit_compile: bool | None = None,
+                **kwargs: Any) -> None:
+        """Keras ``compile``, with the train step compiled by XLA unless told otherwise.
+
+        ``jit_compile=None`` (the default) means XLA wherever TensorFlow can compile the step:
+        not with ``run_eagerly=True`` and not across several CPU replicas of a
+        ``tf.distribute`` strategy. If XLA then cannot compile the step (a custom layer with an
+        op XLA lacks, such as ``tf.py_function``), the first ``fit`` step warns and falls back
+        to a plain ``tf.function``; ``jit_compile=False`` is the explicit escape hatch.
+        """
+        if jit_compile is None:
+            from ..training.distribute import jit_supported
+
+            jit_compile = (not kwargs.get("run_eagerly")
+                           and jit_supported(tf.distribute.get_strategy()))
+        super().compile(optimizer, *args, jit_compile=jit_compile, **kwargs)
+
+    def make_train_function(self, force: bool = False) -> Any:
+        """Keras' train function; when compiled with XLA, its first call falls back to a plain
+        ``tf.function`` (with a ``RuntimeWarning``) if XLA cannot compile the step."""
+        function = super().make_train_function(force=force)
+        if not self.jit_compile or getattr(function, "_nf_xla_fallback", False):
+            return function
+        first = [True]
+
+        def train_function(iterator: Any) -> Any:
+            if not first[0]:
+                return function(iterator)
+            try:
+                out = function(iterator)
+            except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as err:
+                if not _xla_compile_error(err):
+                    raise
+                warnings.warn(
+                    "XLA could not compile this flow's train step "
+                    f"({str(err).strip().splitlines()[0][:200]}); training with a plain "
+                    "tf.function instead (pass jit_compile=False to compile() to skip the "
+                    "attempt)", RuntimeWarning, stacklevel=2)
+                self.jit_compile = False  # also clears Keras' cached functions
+                return super(Flow, self).make_train_function(force=True)(iterator)
+            first[0] = False
+            return out
+
+        train_function._nf_xla_fallback = True
+        self.train_function = train_function
+        return train_function
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the mean negative log-likelihood of a batch."""
         with tf.GradientTape() as tape:
@@ -505,6 +553,14 @@ class Flow(tf_keras.Model):
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
+
+
+def _xla_compile_error(err: Exception) -> bool:
+    """Whether ``err`` says XLA could not compile a function (not a runtime failure)."""
+    text = str(err)
+    return any(mark in text for mark in ("XLA_CPU_JIT", "XLA_GPU_JIT", "tf2xla",
+                                         "must be a compile-time constant",
+                                         "Detected unsupported operations"))
 
 
 def load(path: str | os.PathLike) -> Flow:
