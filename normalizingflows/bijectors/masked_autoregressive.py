@@ -94,7 +94,14 @@ class MaskedAutoregressive(tfb.Bijector):
                              maximum_iterations=d)[1]
 
     def _inverse(self, y: tf.Tensor, context: Any = None) -> tf.Tensor:
-        return self._transform(y, context).inverse(y)
+        # One conditioner pass for both the inverse and its log-det: TFP looks the log-det up
+        # in the cache attributes of ``y`` before calling _inverse_log_det_jacobian (a density
+        # evaluation calls inverse, then inverse_log_det_jacobian, on the same ``y``).
+        transform = self._transform(y, context)
+        kwargs = {} if context is None else {"context": context}
+        self._cache.inverse_attributes(y, **kwargs)["ildj"] = (
+            transform.inverse_log_det_jacobian(y, event_ndims=1))
+        return transform.inverse(y)
 
     def _inverse_log_det_jacobian(self, y: tf.Tensor, context: Any = None) -> tf.Tensor:
         return self._transform(y, context).inverse_log_det_jacobian(y, event_ndims=1)
