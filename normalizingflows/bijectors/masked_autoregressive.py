@@ -22,9 +22,9 @@ class MaskedAutoregressive(tfb.Bijector):
     ``tfb.Invert``) is sequential. TFP's forward runs ``D`` full network passes. When the
     conditioner has a ``solve(step, x, context)`` method (:meth:`normalizingflows.nn.MADE.solve`)
     this bijector runs the degree-blocked incremental solve instead: each of the ``D`` steps
-    computes only the hidden units that just became computable, so the whole forward costs
-    about one pass. ``incremental=False`` (or a conditioner without ``solve``) runs the ``D``
-    full passes in a ``tf.while_loop``.
+    computes only the hidden units that just became computable, so the whole forward does the
+    multiply-adds of about one pass. ``incremental=False`` (or a conditioner without
+    ``solve``) runs the ``D`` full passes in a ``tf.while_loop``.
 
     The context (a conditional flow's condition) is an explicit keyword of every method, so
     ``Flow`` and ``tfb.Chain`` route it here.
