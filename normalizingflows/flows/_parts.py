@@ -151,7 +151,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
     Each layer is a :class:`~normalizingflows.bijectors.MaskedAutoregressive` whose transformer
     (``make_bijector``) takes its parameters from a :class:`~normalizingflows.nn.MADE`; its
     inverse (one MADE pass) maps data towards the base, its forward runs the MADE's
-    degree-blocked incremental solve (about one pass, not ``D``). ``invert=True`` wraps each
+    degree-blocked incremental solve (one pass of multiply-adds, not ``D``). ``invert=True``
+    wraps each
     in ``tfb.Invert`` (IAF: one pass to sample). ``batch_norm`` adds a
     :class:`~normalizingflows.bijectors.BatchNorm` after each layer in the normalising
     direction (MAF paper). ``make_bijector`` may be one callable per
