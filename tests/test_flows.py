@@ -217,10 +217,11 @@ def test_save_leaves_nothing_half_written(tmp_path):
 
 # ---------------------------------------------------------------------- MADE
 @pytest.mark.parametrize("order", ["left-to-right", "right-to-left", "random"])
-@pytest.mark.parametrize("features", [1, 2, 3, 5])
-def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features):
+@pytest.mark.parametrize("features,blocks", [(1, 2), (2, 2), (3, 1), (3, 2), (5, 2), (5, 3),
+                                             (5, 8)])
+def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features, blocks):
     made = nf.nn.MADE(features, params=3, hidden_units=(16, 16), order=order, seed=7,
-                      output_initializer="glorot_uniform")
+                      output_initializer="glorot_uniform", blocks=blocks)
     x = data(features, n=4)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -232,6 +233,25 @@ def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features):
         assert np.abs(block[:, ~allowed]).max(initial=0.0) == 0.0
         if allowed.any():
             assert np.abs(block[:, allowed]).max() > 0.0
+
+
+@pytest.mark.parametrize("context", [None, 2])
+def test_made_blocks_change_the_storage_not_the_map(context):
+    x = data(7, n=5, dtype="float64")
+    c = None if context is None else data(context, n=5, seed=4, dtype="float64")
+    made = [nf.nn.MADE(7, params=3, hidden_units=(10, 9), order="random", seed=5,
+                       context_features=context, dtype="float64", blocks=blocks,
+                       output_initializer="glorot_uniform")
+            for blocks in (1, 2, 3, 9)]
+    counts = [sum(int(np.prod(v.shape)) for v in m.trainable_variables) for m in made]
+    assert counts[0] > counts[1] > counts[2] > counts[3]  # fewer stored zeros
+    reference = made[0](x, context=c).numpy()
+    for m in made[1:]:
+        np.testing.assert_allclose(m(x, context=c).numpy(), reference, rtol=1e-12, atol=1e-12)
+        for dense, mask in zip(m.dense_kernels(), m.masks(), strict=True):
+            assert np.all(dense.numpy()[mask == 0] == 0.0)
+    with pytest.raises(ValueError, match="blocks"):
+        nf.nn.MADE(3, blocks=0)
 
 
 def test_made_masks_survive_a_manual_update():
