@@ -216,10 +216,17 @@ def test_save_leaves_nothing_half_written(tmp_path):
 
 
 # ---------------------------------------------------------------------- MADE
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Column groups of any width, so that the small MADEs of the tests are split too."""
+    monkeypatch.setattr(nf.nn.made, "MIN_BLOCK_UNITS", 1)
+
+
 @pytest.mark.parametrize("order", ["left-to-right", "right-to-left", "random"])
 @pytest.mark.parametrize("features,blocks", [(1, 2), (2, 2), (3, 1), (3, 2), (5, 2), (5, 3),
                                              (5, 8)])
-def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features, blocks):
+def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features, blocks,
+                                                              tiny_blocks):
     made = nf.nn.MADE(features, params=3, hidden_units=(16, 16), order=order, seed=7,
                       output_initializer="glorot_uniform", blocks=blocks)
     x = data(features, n=4)
@@ -236,7 +243,7 @@ def test_made_jacobian_is_zero_above_the_autoregressive_order(order, features, b
 
 
 @pytest.mark.parametrize("context", [None, 2])
-def test_made_blocks_change_the_storage_not_the_map(context):
+def test_made_blocks_change_the_storage_not_the_map(context, tiny_blocks):
     x = data(7, n=5, dtype="float64")
     c = None if context is None else data(context, n=5, seed=4, dtype="float64")
     made = [nf.nn.MADE(7, params=3, hidden_units=(10, 9), order="random", seed=5,
@@ -252,6 +259,13 @@ def test_made_blocks_change_the_storage_not_the_map(context):
             assert np.all(dense.numpy()[mask == 0] == 0.0)
     with pytest.raises(ValueError, match="blocks"):
         nf.nn.MADE(3, blocks=0)
+
+
+def test_made_splits_only_wide_layers():
+    wide = nf.nn.MADE(43, hidden_units=(512, 512))  # 512, 512 and 86 units
+    assert [len(b) for b in wide.kernel_blocks] == [3, 3, 2]
+    narrow = nf.nn.MADE(5, hidden_units=(16, 16))
+    assert [len(b) for b in narrow.kernel_blocks] == [1, 1, 1]
 
 
 def test_made_masks_survive_a_manual_update():
