@@ -24,8 +24,10 @@ system's train rate is reported as a fraction of it. nf's MADE leaves out the ma
 that are all zero (``MADE(blocks=3)``), so its autoregressive train steps do fewer multiply-adds
 than the dense roofline counts and can pass 100% of it.
 
-Timing: one warm-up call (tracing and compilation), one calibration call, then enough calls to
-take ``--min-time`` seconds (2 s), best of ``--repeats`` (3). A call that takes ``--min-time``
+Timing: one warm-up call (tracing and compilation), one calibration call, then rounds of
+enough calls to take ``--min-time`` seconds (2 s), best of ``--repeats`` (3) rounds; the rounds
+go round-robin over every system and metric of a flow, so a slow spell of a shared machine
+falls on all of them alike. A call that takes ``--min-time``
 or longer on its own (D sequential network passes: MAF sampling and IAF density in TFP, zuko
 and nflows) is timed once ("single call"); one whose warm-up takes longer than
 ``--max-seconds`` is skipped and listed (with the upper bound on its rate that the first call
@@ -127,9 +129,10 @@ def _params_per_feature(flow: str, cfg: Config) -> int:
 
 
 # ---------------------------------------------------------------------------- timing
-def _measure(fn: Callable[[], Any], items: int, cfg: Config, *, sync: Callable[[Any], Any],
-             compiled: bool) -> Timing:
-    """Items per second of ``fn`` (see the module docstring for the procedure)."""
+def _prepare(fn: Callable[[], Any], items: int, cfg: Config, *, sync: Callable[[Any], Any],
+             compiled: bool) -> Timing | int:
+    """Warm-up and calibration of ``fn``: a final ``Timing`` (skipped, or timed as a single
+    call), or the number of calls one timed round makes (see the module docstring)."""
     t = time.perf_counter()
     sync(fn())
     warm = time.perf_counter() - t
@@ -146,14 +149,25 @@ def _measure(fn: Callable[[], Any], items: int, cfg: Config, *, sync: Callable[[
     once = time.perf_counter() - t
     if once >= cfg.min_time:
         return Timing(items / once, once, 1, "single call")
-    iters = max(1, math.ceil(cfg.min_time / max(once, 1e-6)))
-    best = math.inf
-    for _ in range(cfg.repeats):
-        t = time.perf_counter()
-        for _ in range(iters):
-            out = fn()
-        sync(out)
-        best = min(best, (time.perf_counter() - t) / iters)
+    return max(1, math.ceil(cfg.min_time / max(once, 1e-6)))
+
+
+def _round(fn: Callable[[], Any], iters: int, sync: Callable[[Any], Any]) -> float:
+    """Seconds per call of ``iters`` calls in a row."""
+    t = time.perf_counter()
+    for _ in range(iters):
+        out = fn()
+    sync(out)
+    return (time.perf_counter() - t) / iters
+
+
+def _measure(fn: Callable[[], Any], items: int, cfg: Config, *, sync: Callable[[Any], Any],
+             compiled: bool) -> Timing:
+    """Items per second of ``fn``: best of ``repeats`` rounds, one function at a time."""
+    iters = _prepare(fn, items, cfg, sync=sync, compiled=compiled)
+    if isinstance(iters, Timing):
+        return iters
+    best = min(_round(fn, iters, sync) for _ in range(cfg.repeats))
     return Timing(items / best, best, iters * cfg.repeats)
 
 
@@ -620,8 +634,9 @@ def render(header: dict[str, Any], results: list[dict[str, Any]],
         f"- command: `{header['command']}`",
         f"- configuration: {cfg.layers} layer(s), conditioner {' x '.join(map(str, cfg.hidden))}"
         f" ReLU, batch {cfg.batch}, Adam({cfg.lr:g}), float32; train = one Adam step on the "
-        f"mean NLL of a fixed batch of standard-normal rows; best of {cfg.repeats} run(s) "
-        f"of >= {cfg.min_time:g} s each (first call: warm-up and compilation, not timed).",
+        f"mean NLL of a fixed batch of standard-normal rows; best of {cfg.repeats} round(s) "
+        f"of >= {cfg.min_time:g} s each, round-robin over the systems of a flow (first call: "
+        "warm-up and compilation, not timed).",
         f"- splines: {cfg.bins} bins; nf, TFP and nflows on [-{cfg.bound:g}, {cfg.bound:g}] "
         "(identity / linear tails); zuko on its default [-5, 5].",
         "- systems: nf = `nf.flows.build(...)`, Keras `train_step`, `log_prob` and `sample` "
@@ -733,9 +748,10 @@ def _write(path: Path, text: str) -> None:
 
 
 # ---------------------------------------------------------------------------- main
-def _run_system(system: str, flow: str, d: int, cfg: Config, data: tuple[Any, ...],
-                columns: Sequence[str], start: float) -> tuple[list[dict[str, Any]], int | None]:
-    """Build ``flow`` in ``system`` and time every metric; ``(records, parameter count)``."""
+def _build_system(system: str, flow: str, d: int, cfg: Config, data: tuple[Any, ...],
+                  columns: Sequence[str]) -> tuple[dict[str, Calls], int | None,
+                                                   list[dict[str, Any]]]:
+    """Build ``flow`` in ``system``: ``(calls per column, parameter count, error records)``."""
     x, x_big, x_np, x_big_np = data
     try:
         if system == "nf":
@@ -747,30 +763,62 @@ def _run_system(system: str, flow: str, d: int, cfg: Config, data: tuple[Any, ..
     except Exception as err:  # report and go on
         traceback.print_exc()
         note = f"error: {type(err).__name__}: {str(err)[:200]}"
-        return [{"features": d, "flow": flow, "metric": metric, "column": column, "rate": None,
-                 "seconds_per_call": None, "calls": 0, "note": note}
-                for column in columns if column.startswith(system)
-                for metric, _ in _metrics(flow, cfg)], None
-    records = []
+        return {}, None, [{"features": d, "flow": flow, "metric": metric, "column": column,
+                           "rate": None, "seconds_per_call": None, "calls": 0, "note": note}
+                          for column in columns if column.startswith(system)
+                          for metric, _ in _metrics(flow, cfg)]
+    return built, n_params, []
+
+
+def _time_flow(flow: str, d: int, cfg: Config, built: dict[str, Calls],
+               start: float) -> list[dict[str, Any]]:
+    """Time every metric of every built column of one flow.
+
+    Each call is warmed up and calibrated first; then the timed rounds go round-robin over
+    all columns and metrics, ``repeats`` times, keeping each one's best round, so a slow spell
+    of a shared machine falls on every system alike instead of on whichever ran then.
+    """
     items = {"train": cfg.batch, "log_prob": cfg.batch, "sample": cfg.samples,
              "log_prob_big": cfg.density_points}
+    timings: dict[tuple[str, str], Timing] = {}
+    rounds: dict[tuple[str, str], tuple[Callable[[], Any], int, Callable[[Any], Any]]] = {}
     for column, calls in built.items():
         eager = column in TORCH_SYSTEMS
+        sync = _no_sync if eager else _tf_sync
         for metric, _ in _metrics(flow, cfg):
-            fn, wrapper = calls[metric]
+            fn = calls[metric][0]
             try:
-                timing = _measure(fn, items[metric], cfg, sync=_no_sync if eager else _tf_sync,
-                                  compiled=not eager)
+                prepared = _prepare(fn, items[metric], cfg, sync=sync, compiled=not eager)
             except Exception as err:  # report and go on
-                timing = Timing(None, None, 0, f"error: {type(err).__name__}: {str(err)[:200]}")
-            fallback = getattr(wrapper, "fallback", "")
+                prepared = Timing(None, None, 0,
+                                  f"error: {type(err).__name__}: {str(err)[:200]}")
+            if isinstance(prepared, Timing):
+                timings[column, metric] = prepared
+            else:
+                rounds[column, metric] = (fn, prepared, sync)
+    best = {key: math.inf for key in rounds}
+    for _ in range(cfg.repeats):
+        for key, (fn, iters, sync) in rounds.items():
+            try:
+                best[key] = min(best[key], _round(fn, iters, sync))
+            except Exception as err:  # report and go on
+                timings[key] = Timing(None, None, 0,
+                                      f"error: {type(err).__name__}: {str(err)[:200]}")
+    for key, (_, iters, _) in rounds.items():
+        if key not in timings:
+            timings[key] = Timing(items[key[1]] / best[key], best[key], iters * cfg.repeats)
+    records = []
+    for column, calls in built.items():
+        for metric, _ in _metrics(flow, cfg):
+            timing = timings[column, metric]
+            fallback = getattr(calls[metric][1], "fallback", "")
             note = "; ".join(n for n in (timing.note, fallback) if n)
             records.append({"features": d, "flow": flow, "metric": metric, "column": column,
                             "rate": timing.rate, "seconds_per_call": timing.seconds_per_call,
                             "calls": timing.calls, "note": note})
             print(f"[{time.perf_counter() - start:6.1f}s] D={d:<3} {flow:<19} {metric:<12} "
                   f"{column:<8} {_fmt(timing.rate):>12} samples/s  {note}", flush=True)
-    return records, n_params
+    return records
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -880,13 +928,16 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{time.perf_counter() - start:6.1f}s] D={d:<3} {flow:<19} roofline "
                   f"{'':<13} {_fmt(roof['samples_per_s']):>12} samples/s  "
                   f"{_fmt(roof['gflops'])} GFLOP/s", flush=True)
+            built: dict[str, Calls] = {}
             for system in systems:
-                recs, n_params = _run_system(system, flow, d, cfg, (x, x_big, x_np, x_big_np),
-                                             columns, start)
-                results += recs
+                calls, n_params, errors = _build_system(
+                    system, flow, d, cfg, (x, x_big, x_np, x_big_np), columns)
+                built.update(calls)
+                results += errors
                 count, stored = n_params if isinstance(n_params, tuple) else (n_params, None)
                 params.append({"features": d, "flow": flow, "system": system,
                                "params": count, "stored": stored})
+            results += _time_flow(flow, d, cfg, built, start)
     targets: list[dict[str, Any]] = []
     for d in args.features:
         rows = {(r["flow"], r["metric"], r["column"]): r for r in results if r["features"] == d}
