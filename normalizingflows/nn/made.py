@@ -212,18 +212,11 @@ class MADE(tf_keras.layers.Layer):
             h = tf.gather(h, self._in_order)
         ones = tf.ones_like(h[:1])
         n = len(self._masks)
-        for i, (blocks, bias) in enumerate(zip(self.kernel_blocks, self.biases, strict=True)):
-            parts, done = [], 0
-            for kernel, mask, prefix, group in blocks:
-                if group[0] > done:  # units no input reaches: zero before the bias
-                    parts.append(tf.zeros([int(group[0]) - done, 1], self.dtype) * ones)
-                if mask is not None:
-                    kernel = kernel * tf.constant(mask, self.dtype)
-                parts.append(tf.matmul(kernel, h[:prefix], transpose_a=True))
-                done = int(group[-1]) + 1
+        for i, bias in enumerate(self.biases):
             units = self._masks[i].shape[1]
-            if done < units:
-                parts.append(tf.zeros([units - done, 1], self.dtype) * ones)
+            parts = [tf.matmul(kernel, h[:prefix], transpose_a=True) if kernel is not None
+                     else tf.zeros([size, 1], self.dtype) * ones  # units no input reaches
+                     for kernel, prefix, size in self._column_groups(i)]
             pre = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
             if i == n - 1 and not np.array_equal(self._out_order, np.arange(units)):
                 pre = tf.gather(pre, self._out_inverse)
@@ -237,6 +230,21 @@ class MADE(tf_keras.layers.Layer):
         shape = tf.concat([batch_shape, [self.features, self.params]], axis=0)
         return tf.reshape(tf.transpose(h), shape)
 
+    def _column_groups(self, i: int) -> list[tuple[tf.Tensor | None, int, int]]:
+        """Layer ``i``'s units in sorted order as ``(masked kernel, input prefix, units)``
+        pieces; ``(None, 0, units)`` for a run of units no input reaches."""
+        pieces, done = [], 0
+        for kernel, mask, prefix, group in self.kernel_blocks[i]:
+            if group[0] > done:
+                pieces.append((None, 0, int(group[0]) - done))
+            if mask is not None:
+                kernel = kernel * tf.constant(mask, self.dtype)
+            pieces.append((kernel, prefix, len(group)))
+            done = int(group[-1]) + 1
+        if done < self._masks[i].shape[1]:
+            pieces.append((None, 0, self._masks[i].shape[1] - done))
+        return pieces
+
     def dense_kernels(self) -> list[tf.Tensor | None]:
         """The masked kernels as dense ``[inputs, units]`` tensors in the original order.
 
@@ -248,17 +256,9 @@ class MADE(tf_keras.layers.Layer):
                 out.append(None)
                 continue
             rows, units = self._masks[i].shape
-            parts, done = [], 0
-            for kernel, mask, prefix, group in blocks:
-                if group[0] > done:
-                    parts.append(tf.zeros([rows, int(group[0]) - done], self.dtype))
-                if mask is not None:
-                    kernel = kernel * tf.constant(mask, self.dtype)
-                parts.append(tf.pad(kernel, [[0, rows - prefix], [0, 0]]))
-                done = int(group[-1]) + 1
-            if done < units:
-                parts.append(tf.zeros([rows, units - done], self.dtype))
-            dense = tf.concat(parts, axis=1)
+            dense = tf.concat([tf.pad(kernel, [[0, rows - prefix], [0, 0]]) if kernel is not None
+                               else tf.zeros([rows, size], self.dtype)
+                               for kernel, prefix, size in self._column_groups(i)], axis=1)
             if i == 0 and not np.array_equal(self._in_order, np.arange(rows)):
                 dense = tf.gather(dense, np.argsort(self._in_order))
             if (i == len(self.kernel_blocks) - 1
