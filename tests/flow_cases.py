@@ -15,6 +15,23 @@ FEATURES = (1, 2, 3, 5)
 SMALL = {"layers": 2, "hidden_units": 8, "bins": 4, "components": 3}
 
 
+def is_image_case(case) -> bool:
+    return "image_shape" in case[3]
+
+
+def one_case_per_flow(cases, features: int):
+    """Cases at ``features`` dimensions, plus the first case of each image flow and variant."""
+    seen, out = set(), []
+    for case in cases:
+        key = case[0].rsplit("-", 1)[0]
+        if case[2] == features and not is_image_case(case):
+            out.append(case)
+        elif is_image_case(case) and key not in seen:
+            seen.add(key)
+            out.append(case)
+    return out
+
+
 def small_kwargs(name: str, variant: dict) -> dict:
     constructor = nf.flows.catalog()[name]
     import inspect
@@ -29,11 +46,25 @@ def variant_id(variant: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(variant.items())) or "default"
 
 
+def image_cases(name: str, entry, variant: dict, shapes=None) -> list:
+    """Cases of an image flow: one per test image shape, ``features = H * W * C``."""
+    return [(f"{name}[{variant_id(variant)}]-{'x'.join(map(str, s))}", name, int(np.prod(s)),
+             small_kwargs(name, {**variant, "image_shape": s}))
+            for s in (shapes or entry.image_shapes)]
+
+
 def flow_cases(features=FEATURES):
-    """``(id, name, features, kwargs)`` for every catalog entry, variant and allowed size."""
+    """``(id, name, features, kwargs)`` for every catalog entry, variant and allowed size.
+
+    Vector flows are built at each of ``features``; image flows at each of their
+    ``image_shapes`` (whatever ``features`` says).
+    """
     cases = []
     for name, entry in nf.flows.entries().items():
         for variant in entry.test_variants:
+            if entry.image_shapes:
+                cases += image_cases(name, entry, variant)
+                continue
             for d in features:
                 if d >= entry.min_features:
                     cases.append((f"{name}[{variant_id(variant)}]-D{d}", name, d,
@@ -53,6 +84,10 @@ def conditional_cases(features=(2,)):
     for name, entry in nf.flows.entries().items():
         for variant in entry.test_variants:
             for cond in CONDITIONAL_VARIANTS:
+                if entry.image_shapes:
+                    cases += image_cases(name, entry, {**variant, **cond},
+                                         shapes=entry.image_shapes[:1])
+                    continue
                 for d in features:
                     if d >= entry.min_features:
                         kwargs = small_kwargs(name, {**variant, **cond})

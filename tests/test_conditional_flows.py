@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from flow_cases import CONTEXT, conditional_cases, context, data, make_flow, perturb, small_kwargs
+from flow_cases import (
+    CONTEXT,
+    conditional_cases,
+    context,
+    data,
+    is_image_case,
+    make_flow,
+    perturb,
+    small_kwargs,
+)
 
 import normalizingflows as nf
 
@@ -20,6 +29,9 @@ CASES = conditional_cases()
 IDS = [c[0] for c in CASES]
 ARGS = [c[1:] for c in CASES]
 RAW = [c for c in CASES if "context_net" not in c[0]]
+# The grid integral needs 2-D events: image flows are normalised by construction (the harness
+# checks their log-det against the autodiff Jacobian instead).
+CASES_2D = [c for c in CASES if not is_image_case(c)]
 
 
 @pytest.mark.parametrize("name,features,kwargs", ARGS, ids=IDS)
@@ -69,7 +81,8 @@ def test_every_variable_including_the_context_net_gets_a_gradient(name, features
         assert np.abs(grad.numpy()).max() > 0, var.name
 
 
-@pytest.mark.parametrize("name,features,kwargs", ARGS, ids=IDS)
+@pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in CASES_2D],
+                         ids=[c[0] for c in CASES_2D])
 def test_density_is_normalised_for_each_context(name, features, kwargs):
     flow = make_flow(name, features, kwargs)
     for c in context(2, seed=7).numpy():

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
-from flow_cases import data, flow_cases, make_flow, small_kwargs
+from flow_cases import data, flow_cases, make_flow, one_case_per_flow, small_kwargs
 
 import normalizingflows as nf
 
@@ -16,9 +16,10 @@ tfd = tfp.distributions
 CASES = flow_cases()
 IDS = [c[0] for c in CASES]
 ARGS = [c[1:] for c in CASES]
-# One size per (flow, variant) for the costlier checks (compilation, fit, 2-D grids).
+# One size per (flow, variant) for the costlier checks (compilation, fit, 2-D grids); image
+# flows take part in the compilation check at their first test shape.
 CASES_2D = [c for c in CASES if c[2] == 2]
-CASES_3D = [c for c in CASES if c[2] == 3]
+CASES_3D = one_case_per_flow(CASES, 3)
 DEFAULT_2D = [c for c in CASES_2D if "[default]" in c[0]]
 
 
@@ -81,7 +82,8 @@ def test_every_variable_gets_a_gradient_and_a_step_changes_log_prob(name, featur
         assert grad is not None, f"no gradient reaches {var.name}"
         assert np.abs(tf.convert_to_tensor(grad).numpy()).max() > 0, f"zero gradient: {var.name}"
     before = flow.log_prob(x).numpy()
-    tf_keras.optimizers.SGD(0.05).apply_gradients(
+    # Clipped: a deep image flow pushed off its identity start has gradients in the thousands.
+    tf_keras.optimizers.SGD(0.05, global_clipnorm=1.0).apply_gradients(
         zip(grads, flow.trainable_variables, strict=True))
     after = flow.log_prob(x).numpy()  # the same tensor object: no stale TFP cache
     assert np.abs(after - before).max() > 1e-6

@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 from .act_norm import ActNorm
 from .batch_norm import BatchNorm
 from .conditional import Conditional
+from .image import ChannelSplit, ImageCoupling, Squeeze, invertible_1x1_conv
 from .masked_autoregressive import MaskedAutoregressive
 from .mixture_cdf import MixtureCDF
 from .planar import Planar
@@ -25,7 +26,8 @@ from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "Conditional", "MaskedAutoregressive", "MixtureCDF",
+__all__ = ["ActNorm", "BatchNorm", "ChannelSplit", "Conditional", "ImageCoupling", "Squeeze",
+           "invertible_1x1_conv", "MaskedAutoregressive", "MixtureCDF",
            "Planar", "Radial", "TanhShiftAffine", "TanhShiftParameters", "catalog"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import numpy as np
@@ -9,7 +11,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 __all__ = ["infer_dtype", "as_parameter", "static_bool", "check_features", "batch_shape_of",
-           "is_chain", "is_invert"]
+           "is_chain", "is_invert", "accepts", "route_kwargs"]
 
 
 def _base_class(public: type, private_name: str) -> type:
@@ -96,3 +98,38 @@ def batch_shape_of(shapes: dict[str, tf.TensorShape], what: str) -> tf.TensorSha
         raise ValueError(f"{what}: the batch shapes of the parameters must broadcast, got "
                          f"{listed}.") from err
     return result
+
+
+def accepts(bijector: Any, name: str, method: str = "_inverse") -> bool:
+    """Whether ``bijector`` (or distribution) takes keyword ``name``: a named parameter of its
+    ``method``, or listed in its ``_nf_kwargs`` (bijectors that take ``**kwargs``, e.g. a
+    conditioner behind ``tfb.RealNVP`` or a wrapper that routes them on)."""
+    if name in getattr(bijector, "_nf_kwargs", ()):
+        return True
+    return name in _parameters(type(bijector), method)
+
+
+@functools.cache
+def _parameters(cls: type, method: str) -> frozenset[str]:
+    """Parameter names of ``cls.method`` (inspected once per class, not on every call)."""
+    fn = getattr(cls, method, None)
+    return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
+
+
+def route_kwargs(bijector: Any, leaf_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``bijector`` that deliver ``leaf_kwargs`` to every leaf accepting
+    them.
+
+    ``tfb.Chain`` routes keyword arguments by sub-bijector name, ``tfb.Invert`` passes its own
+    through; a leaf receives the subset of ``leaf_kwargs`` it accepts (:func:`accepts`).
+    """
+    if is_chain(bijector):
+        routed = {}
+        for sub in bijector.bijectors:
+            kw = route_kwargs(sub, leaf_kwargs)
+            if kw:
+                routed[sub.name] = kw
+        return routed
+    if is_invert(bijector):
+        return route_kwargs(bijector.bijector, leaf_kwargs)
+    return {k: v for k, v in leaf_kwargs.items() if accepts(bijector, k)}

@@ -1,6 +1,15 @@
 """The flow catalog: thin constructors that wire bijectors, conditioners and a base into a Flow."""
 
-from . import autoregressive, coupling, mixture, mixture_cdf, planar, radial, spline  # noqa: F401
+from . import (  # noqa: F401
+    autoregressive,
+    coupling,
+    image,
+    mixture,
+    mixture_cdf,
+    planar,
+    radial,
+    spline,
+)
 from .core import Flow, load
 from .registry import Entry, build, catalog, entries
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import os
 import shutil
@@ -18,7 +16,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from ..bijectors._common import is_chain, is_invert
+from ..bijectors._common import accepts as _accepts
+from ..bijectors._common import route_kwargs as _route
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -27,39 +26,6 @@ __all__ = ["Flow", "load", "check_array", "check_context", "FAST_DIRECTIONS"]
 
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
-
-
-def _accepts(bijector: Any, name: str, method: str = "_inverse") -> bool:
-    """Whether ``bijector`` (or distribution) takes keyword ``name``: a named parameter of its
-    ``method``, or marked by ``flows._parts.accepts_kwargs`` (conditioners behind ``**kwargs``)."""
-    if name in getattr(bijector, "_nf_kwargs", ()):
-        return True
-    return name in _parameters(type(bijector), method)
-
-
-@functools.cache
-def _parameters(cls: type, method: str) -> frozenset[str]:
-    """Parameter names of ``cls.method`` (inspected once per class, not on every call)."""
-    fn = getattr(cls, method, None)
-    return frozenset(inspect.signature(fn).parameters) if fn is not None else frozenset()
-
-
-def _route(bijector: tfb.Bijector, leaf_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for ``bijector`` that deliver ``leaf_kwargs`` to every leaf accepting them.
-
-    ``tfb.Chain`` routes keyword arguments by sub-bijector name, ``tfb.Invert`` passes its own
-    through; a leaf receives the subset of ``leaf_kwargs`` its ``_inverse`` accepts.
-    """
-    if is_chain(bijector):
-        routed = {}
-        for sub in bijector.bijectors:
-            kw = _route(sub, leaf_kwargs)
-            if kw:
-                routed[sub.name] = kw
-        return routed
-    if is_invert(bijector):
-        return _route(bijector.bijector, leaf_kwargs)
-    return {k: v for k, v in leaf_kwargs.items() if _accepts(bijector, k)}
 
 
 def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
@@ -118,6 +84,8 @@ class Flow(tf_keras.Model):
         exact_inverse: Whether both directions are exact (root solves to machine precision
             count as exact).
         spec: ``{"flow": name, "features": D, "kwargs": {...}}`` to rebuild the flow.
+        image_shape: ``(H, W, C)`` for an image flow (its rows are flattened images,
+            ``D = H * W * C``), else ``None``.
         dtype: ``"float32"`` or ``"float64"``.
         name: Model name.
 
@@ -131,13 +99,18 @@ class Flow(tf_keras.Model):
     def __init__(self, *, features: int, bijector: tfb.Bijector, base: tfd.Distribution,
                  nets: Sequence[tf_keras.layers.Layer] = (), context_features: int | None = None,
                  context_net: tf_keras.layers.Layer | None = None, fast_direction: str = "both",
-                 exact_inverse: bool = True, spec: dict | None = None, dtype: str = "float32",
+                 exact_inverse: bool = True, spec: dict | None = None,
+                 image_shape: Sequence[int] | None = None, dtype: str = "float32",
                  name: str | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
         if fast_direction not in FAST_DIRECTIONS:
             raise ValueError(f"fast_direction must be one of {FAST_DIRECTIONS}; "
                              f"got {fast_direction!r}")
         self.features = int(features)
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        if self.image_shape is not None and int(np.prod(self.image_shape)) != self.features:
+            raise ValueError(f"image_shape={self.image_shape} does not hold features="
+                             f"{self.features} values")
         self.nets = list(nets)
         self.context_features = None if context_features is None else int(context_features)
         self.context_net = context_net
@@ -170,6 +143,17 @@ class Flow(tf_keras.Model):
     def fast_direction(self) -> str:
         """Which direction costs one network pass: ``"density"``, ``"sampling"`` or ``"both"``."""
         return self._fast_direction
+
+    def as_images(self, x: Any) -> tf.Tensor:
+        """Rows ``[..., D]`` of an image flow as images ``[..., H, W, C]`` (e.g. samples).
+
+        Raises:
+            ValueError: If the flow is not an image flow (``image_shape`` is ``None``).
+        """
+        if self.image_shape is None:
+            raise ValueError("as_images needs an image flow (built with image_shape=(H, W, C))")
+        x = tf.convert_to_tensor(x)
+        return tf.reshape(x, tf.concat([tf.shape(x)[:-1], self.image_shape], axis=0))
 
     @property
     def metrics(self) -> list:
@@ -366,14 +350,26 @@ class Flow(tf_keras.Model):
                                   [n, context.shape[-1]])
         return self._condition(context)
 
-    def sample(self, n: int, context: Any = None, seed: Any = None) -> tf.Tensor:
+    def sample(self, n: int, context: Any = None, seed: Any = None, temperature: float = 1.0
+               ) -> tf.Tensor:
         """Draw ``n`` samples, shape ``[n, D]``; an ``int`` seed gives the same draws each time.
 
         A conditional flow takes one context for all samples (``[C]`` or ``[1, C]``) or one per
-        sample (``[n, C]``).
+        sample (``[n, C]``). ``temperature`` ``T`` scales the base draw, ``x = f(T z)``: below
+        1 it trades diversity for typical samples (Glow, section 5); it assumes the standard
+        normal base of the catalog flows.
+
+        Raises:
+            ValueError: If ``temperature <= 0``.
         """
-        return self._distribution.sample(n, seed=self._seed(seed),
-                                         **self._sample_context(n, context))
+        kwargs = self._sample_context(n, context)
+        if temperature == 1.0:
+            return self._distribution.sample(n, seed=self._seed(seed), **kwargs)
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}")
+        z = self._base.sample(n, seed=self._seed(seed), **kwargs.get("distribution_kwargs", {}))
+        return self._bijector.forward(z * tf.cast(temperature, z.dtype),
+                                      **kwargs.get("bijector_kwargs", {}))
 
     def sample_and_log_prob(self, n: int, context: Any = None, seed: Any = None
                             ) -> tuple[tf.Tensor, tf.Tensor]:

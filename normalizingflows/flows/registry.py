@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .core import FAST_DIRECTIONS, Flow
 
 __all__ = ["Entry", "register", "catalog", "entries", "build", "hidden_units_tuple",
-           "unserializable_arguments"]
+           "image_shape_tuple", "unserializable_arguments"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Entry:
         exact_inverse: Whether both directions are exact.
         min_features: Smallest ``features`` the flow admits.
         test_variants: Keyword sets the registry-driven harness builds besides the defaults.
+        image_shapes: For image flows, the ``(H, W, C)`` shapes the harness tests (each as
+            ``features = H * W * C`` with ``image_shape=(H, W, C)``); empty for vector flows.
     """
 
     name: str
@@ -45,6 +49,7 @@ class Entry:
     exact_inverse: bool = True
     min_features: int = 1
     test_variants: tuple[dict, ...] = field(default_factory=lambda: ({},))
+    image_shapes: tuple[tuple[int, int, int], ...] = ()
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -59,6 +64,28 @@ def hidden_units_tuple(hidden_units: int | Sequence[int]) -> tuple[int, ...]:
     if any(u < 1 for u in units):
         raise ValueError(f"hidden_units must be positive widths; got {hidden_units!r}")
     return units
+
+
+def image_shape_tuple(features: int, image_shape: Any) -> tuple[int, int, int]:
+    """``image_shape`` as ``(H, W, C)`` after checking that ``H * W * C == features``.
+
+    Image flows take flattened images ``[N, H * W * C]`` (row-major, channels last, as the
+    image loaders return them with ``flatten=True``) and reshape inside the bijector.
+
+    Raises:
+        ValueError: If ``image_shape`` is not three positive ints or does not match ``features``.
+    """
+    ok = (isinstance(image_shape, (tuple, list)) and len(image_shape) == 3
+          and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                  for s in image_shape))
+    if not ok:
+        raise ValueError(f"image_shape must be (height, width, channels) of positive ints; got "
+                         f"{image_shape!r}")
+    shape = tuple(int(s) for s in image_shape)
+    if int(np.prod(shape)) != features:
+        raise ValueError(f"image_shape={shape} holds {int(np.prod(shape))} values but "
+                         f"features={features}; features must be height * width * channels")
+    return shape
 
 
 def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_features: int) -> None:
@@ -78,6 +105,8 @@ def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_featu
         raise TypeError(f"dtype must be 'float32' or 'float64'; got {kwargs['dtype']!r}")
     if "hidden_units" in kwargs:
         hidden_units_tuple(kwargs["hidden_units"])
+    if "image_shape" in kwargs:
+        image_shape_tuple(features, kwargs["image_shape"])
     context = kwargs.get("context_features")
     if context is not None and (isinstance(context, bool) or not isinstance(context, int)
                                 or context < 1):
@@ -97,7 +126,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_inverse: bool = True,
-             min_features: int = 1, test_variants: Sequence[dict] = ({},)
+             min_features: int = 1, test_variants: Sequence[dict] = ({},),
+             image_shapes: Sequence[Sequence[int]] = ()
              ) -> Callable[[Callable[..., Flow]], Callable[..., Flow]]:
     """Decorator that adds a constructor to the catalog under ``name``.
 
@@ -130,7 +160,8 @@ def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_in
         if name in _ENTRIES:
             raise ValueError(f"flow {name!r} is registered twice")
         _ENTRIES[name] = Entry(name, constructor, paper, arxiv, fast_direction, exact_inverse,
-                               min_features, tuple(test_variants))
+                               min_features, tuple(test_variants),
+                               tuple(tuple(int(v) for v in s) for s in image_shapes))
         return constructor
 
     return deco

@@ -1,6 +1,8 @@
-"""tf_keras conditioners: MADE for autoregressive flows, MLPs for coupling flows."""
+"""tf_keras conditioners: MADE for autoregressive flows, MLPs for coupling flows, conv nets
+for image flows."""
 
+from .conv import ConvNet
 from .made import MADE, hidden_degrees, input_degrees
 from .mlp import MLP
 
-__all__ = ["MADE", "MLP", "hidden_degrees", "input_degrees"]
+__all__ = ["ConvNet", "MADE", "MLP", "hidden_degrees", "input_degrees"]

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from ..flows.core import _route
+from ..bijectors._common import route_kwargs as _route
 
 tfb = tfp.bijectors
 
