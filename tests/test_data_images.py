@@ -118,3 +118,32 @@ def test_celeba_missing_and_options(tmp_path):
         nfd.load("celeba", data_dir=tmp_path)
     with pytest.raises(ValueError, match="size"):
         nfd.load("celeba", data_dir=tmp_path, size=48)
+
+
+def test_image_rows_bits_per_dim_and_pixels_back(tmp_path):
+    d = tmp_path / "celeba/img_align_celeba"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in (1, 2, 3):
+        _jpeg(d / f"00000{i}.jpg", rng.integers(0, 256, (218, 178, 3), dtype=np.uint8))
+    (tmp_path / "celeba/list_eval_partition.txt").write_text(
+        "000001.jpg 0\n000002.jpg 1\n000003.jpg 2\n")
+    s = nfd.images.load_image_rows("celeba32", data_dir=tmp_path, seed=0)
+    assert s.train.shape == (1, 32 * 32 * 3) and s.train.dtype == np.float32
+    assert s.info["image_shape"] == (32, 32, 3) and s.info["lam"] == 0.05
+    raw = nfd.load("celeba", data_dir=tmp_path, size=32, as_numpy=True, cache=None).train
+    # Rows are dequantised pixels in logit space: back in [0, 1] they lie in their pixel's bin.
+    pixels = nfd.images.to_pixels(s.train, s.info)
+    assert pixels.shape == (1, 32, 32, 3)
+    k = np.floor(pixels * 256 + 1e-4)
+    np.testing.assert_array_equal(k, raw.astype(np.float64))
+    # A density uniform over [0, 1)^D in pixel space is 8 bits/dim; in logit space its log
+    # density is minus the logit's log-Jacobian.
+    x = nfd.preprocess.inverse_logit_transform(s.train.astype(np.float64), 0.05)
+    lp = -nfd.preprocess.logit_log_det_jacobian(x, 0.05)
+    np.testing.assert_allclose(nfd.images.bits_per_dim(lp, s.train, s.info), 8.0, atol=1e-4)
+    # Without a logit (binary shapes): uniform on [0, 1)^D is log2(2) = 1 bit/dim.
+    info = {"lam": None, "levels": 2, "image_shape": (2, 2, 1)}
+    np.testing.assert_allclose(nfd.images.bits_per_dim(np.zeros(3), np.zeros((3, 4)), info), 1.0)
+    with pytest.raises(ValueError, match="unknown image dataset"):
+        nfd.images.load_image_rows("cifar10")

@@ -187,3 +187,14 @@ def test_class_conditional_glow_fits_mnist_fixture_digits_and_lowers_bits_per_di
     assert np.isfinite(after) and after < before - 0.3, (before, after)
     samples = flow.as_images(flow.sample(4, context=np.eye(10)[[2, 4, 7, 8]], seed=0))
     assert samples.shape == (4, 28, 28, 1) and np.isfinite(samples.numpy()).all()
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["xla", "graph"])
+def test_fit_in_graph_mode_keeps_the_image_shapes(jit):
+    # Keras traces train steps with unknown static shapes; the couplings after a 1x1
+    # convolution's inverse (TFP's lu_solve) still need the image's height and width.
+    x = np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32)
+    flow = nf.flows.build("glow", 48, image_shape=(4, 4, 3), layers=2, hidden_units=8)
+    flow.compile(tf_keras.optimizers.Adam(1e-3), jit_compile=jit)
+    history = flow.fit(x, batch_size=16, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()

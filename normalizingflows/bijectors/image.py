@@ -92,7 +92,9 @@ class Squeeze(tfb.Bijector):
         f, b = self._factor, x.shape.rank - 3
         y = tf.reshape(x, tf.concat([batch, [h // f, f, w // f, f, c]], 0))
         y = tf.transpose(y, list(range(b)) + [b, b + 2, b + 1, b + 3, b + 4])
-        return tf.reshape(y, tf.concat([batch, [h // f, w // f, f * f * c]], 0))
+        y = tf.reshape(y, tf.concat([batch, [h // f, w // f, f * f * c]], 0))
+        # Keep the event shape static (graph-mode shape inference loses it in the transpose).
+        return tf.ensure_shape(y, x.shape[:-3].concatenate([h // f, w // f, f * f * c]))
 
     def _inverse(self, y: tf.Tensor) -> tf.Tensor:
         batch, h, w, c = _split_event(y, "y")
@@ -102,7 +104,8 @@ class Squeeze(tfb.Bijector):
                              f"got {c}")
         x = tf.reshape(y, tf.concat([batch, [h, w, f, f, c // (f * f)]], 0))
         x = tf.transpose(x, list(range(b)) + [b, b + 2, b + 1, b + 3, b + 4])
-        return tf.reshape(x, tf.concat([batch, [h * f, w * f, c // (f * f)]], 0))
+        x = tf.reshape(x, tf.concat([batch, [h * f, w * f, c // (f * f)]], 0))
+        return tf.ensure_shape(x, y.shape[:-3].concatenate([h * f, w * f, c // (f * f)]))
 
     def _forward_log_det_jacobian(self, x: tf.Tensor) -> tf.Tensor:
         return tf.zeros([], x.dtype)
@@ -331,6 +334,15 @@ class ImageCoupling(tfb.Bijector):
         return self._transform(y, context, -1.0)[1]
 
 
+class _ScaleMatvecLU(tfb.ScaleMatvecLU):
+    """``tfb.ScaleMatvecLU`` whose inverse keeps the static shape of its input (TFP's
+    ``lu_solve`` drops the height and width of images in graph mode, which the next coupling's
+    convolutions need)."""
+
+    def _inverse(self, y: tf.Tensor) -> tf.Tensor:
+        return tf.ensure_shape(super()._inverse(y), y.shape)
+
+
 def invertible_1x1_conv(channels: int, *, dtype: tf.DType = tf.float32, seed: int = 0,
                         name: str = "conv1x1") -> tfb.Bijector:
     """Glow's invertible 1x1 convolution, LU-parameterised: ``tfb.ScaleMatvecLU`` per pixel.
@@ -359,6 +371,6 @@ def invertible_1x1_conv(channels: int, *, dtype: tf.DType = tf.float32, seed: in
     q, r = np.linalg.qr(rng.standard_normal((channels, channels)))
     q = q * np.sign(np.diag(r))  # a Haar-random rotation (or reflection)
     lower_upper, permutation = tf.linalg.lu(tf.constant(q, tf.float64))
-    return tfb.ScaleMatvecLU(tf.Variable(tf.cast(lower_upper, dtype), name="lower_upper"),
+    return _ScaleMatvecLU(tf.Variable(tf.cast(lower_upper, dtype), name="lower_upper"),
                              permutation=tf.constant(permutation.numpy(), tf.int32),
                              name=name)

@@ -6,12 +6,13 @@ exact densities and best log-likelihoods where known), energies (:mod:`.energy`:
 Mohamed's U1-U4, U8 as ``energy.get(name)``, and ``energy_u1`` ... ``energy_u8``: samples of a
 Gaussian mixture fitted to each). Real data: ``power``, ``gas``, ``hepmass``, ``miniboone``
 (:mod:`.uci`), ``bsds300`` (:mod:`.bsds300`), ``mnist`` (:mod:`.mnist`), ``celeba``
-(:mod:`.celeba`). Image preprocessing (dequantisation, logit, bits/dim) is in
-:mod:`.preprocess`; :func:`as_dataset` turns arrays or splits into batched ``tf.data``
-pipelines. Files, sources and checksums are listed in ``data/README.md``.
+(:mod:`.celeba`). :mod:`.images` gives image sets as flow-ready rows (``mnist``,
+``celeba64``, ``celeba32``, ``shapes``) with bits/dim. Image preprocessing (dequantisation,
+logit, bits/dim) is in :mod:`.preprocess`; :func:`as_dataset` turns arrays or splits into
+batched ``tf.data`` pipelines. Files, sources and checksums are listed in ``data/README.md``.
 """
 
-from . import bsds300, celeba, download, energy, files, mnist, preprocess, toy, uci
+from . import bsds300, celeba, download, energy, files, images, mnist, preprocess, toy, uci
 from .files import (
     ChecksumError,
     DataError,
@@ -25,7 +26,8 @@ from .registry import Splits, data_dir, load, names, register
 
 __all__ = [
     "Splits", "data_dir", "load", "names", "register", "as_dataset",
-    "toy", "energy", "uci", "bsds300", "mnist", "celeba", "preprocess", "download", "files",
+    "toy", "energy", "uci", "bsds300", "mnist", "celeba", "images", "preprocess", "download",
+    "files",
     "DataError", "MissingDataError", "ChecksumError", "DataFormatError", "UnsafeArchiveError",
     "PickleRefusedError",
 ]
