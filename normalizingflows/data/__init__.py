@@ -12,7 +12,7 @@ logit, bits/dim) is in :mod:`.preprocess`; :func:`as_dataset` turns arrays or sp
 batched ``tf.data`` pipelines. Files, sources and checksums are listed in ``data/README.md``.
 """
 
-from . import bsds300, celeba, download, energy, files, images, mnist, preprocess, toy, uci
+from . import bsds300, celeba, download, energy, files, images, mnist, preprocess, shapes, toy, uci
 from .files import (
     ChecksumError,
     DataError,
@@ -27,7 +27,7 @@ from .registry import Splits, data_dir, load, names, register
 __all__ = [
     "Splits", "data_dir", "load", "names", "register", "as_dataset",
     "toy", "energy", "uci", "bsds300", "mnist", "celeba", "images", "preprocess", "download",
-    "files",
+    "files", "shapes",
     "DataError", "MissingDataError", "ChecksumError", "DataFormatError", "UnsafeArchiveError",
     "PickleRefusedError",
 ]

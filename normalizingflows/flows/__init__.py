@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     image,
     mixture,
     mixture_cdf,
+    pixelcnn,
     planar,
     radial,
     spline,

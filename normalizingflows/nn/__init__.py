@@ -1,8 +1,10 @@
 """tf_keras conditioners: MADE for autoregressive flows, MLPs for coupling flows, conv nets
-for image flows."""
+and PixelCNNs for image flows."""
 
 from .conv import ConvNet
 from .made import MADE, hidden_degrees, input_degrees
 from .mlp import MLP
+from .pixelcnn import PixelCNN, channel_groups, pixelcnn_mask
 
-__all__ = ["ConvNet", "MADE", "MLP", "hidden_degrees", "input_degrees"]
+__all__ = ["ConvNet", "MADE", "MLP", "PixelCNN", "channel_groups", "hidden_degrees",
+           "input_degrees", "pixelcnn_mask"]
