@@ -147,9 +147,11 @@ def _load_splits(name: str, *, seed: int, n: int | None) -> Any:
         n_test = n_val = max(1, len(x) // 10)
         info = {"name": path.name, "features": x.shape[1], "source": str(path)}
         return data.Splits(x[n_test + n_val:], x[n_test:n_test + n_val], x[:n_test], info)
+    if name in data.images.IMAGE_SETS:
+        return data.images.load_image_rows(name, seed=seed, limit=n)
     if name not in data.names():
-        raise CLIError(f"unknown dataset --data {name!r}; choose one of {data.names()} or "
-                       "give an .npy/.csv file")
+        raise CLIError(f"unknown dataset --data {name!r}; choose one of {data.names()}, an "
+                       f"image set {sorted(data.images.IMAGE_SETS)}, or an .npy/.csv file")
     options = {} if n is None else {"n": n}
     return data.load(name, seed=seed, **options)
 
@@ -240,8 +242,12 @@ def train(args: argparse.Namespace) -> dict:
                        f"{sorted(flows.catalog())}")
     splits = _load_splits(args.data, seed=args.seed, n=args.n)
     features = int(np.asarray(splits.train).shape[-1])
+    kwargs = _flow_kwargs(args)
+    if "image_shape" in splits.info:
+        if flows.entries()[args.flow].image_shapes:
+            kwargs["image_shape"] = splits.info["image_shape"]
     with strategy.scope():
-        flow = _build_flow(args.flow, features, _flow_kwargs(args))
+        flow = _build_flow(args.flow, features, kwargs)
     if not is_chief(strategy):
         barrier(strategy)  # the chief has prepared its work folder
         with tempfile.TemporaryDirectory(prefix="nf-worker-") as private:
@@ -285,7 +291,7 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
     if result.nonfinite is not None:
         raise CLIError(result.nonfinite["message"])
     test = training.check_array(splits.test, "test", features)
-    ll = _log_likelihood(flow, test)
+    ll = _log_likelihood(flow, test, batch=500 if "image_shape" in splits.info else 20_000)
     name = splits.info.get("name", args.data)
     metrics = {
         "flow": args.flow, "data": name, "seed": args.seed, "config": flow.get_config(),
@@ -300,8 +306,20 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
         "history": result.history,
     }
     title = f"{args.flow} on {name}: test LL {metrics['test_log_likelihood']:.3f} nats"
-    samples = flow.sample(4000, seed=args.seed).numpy()
-    if features == 2:
+    if "image_shape" in splits.info:
+        bpd = data.images.bits_per_dim(ll, test, splits.info)
+        metrics["test_bits_per_dim"] = float(bpd.mean())
+        metrics["test_bits_per_dim_se"] = float(bpd.std() / math.sqrt(len(bpd)))
+        title = f"{args.flow} on {name}: test {metrics['test_bits_per_dim']:.3f} bits/dim"
+        panels = [data.images.to_pixels(flow.sample(32, seed=args.seed, temperature=t),
+                                        splits.info) for t in (0.7, 1.0)]
+        fig = plot.image_grid(panels + [data.images.to_pixels(test[:32], splits.info)],
+                              titles=["samples, T=0.7", "samples, T=1.0", "test images"],
+                              scale=0.6)
+        fig.suptitle(title)
+        fig.savefig(tmp / "samples.png", dpi=100)
+    elif features == 2:
+        samples = flow.sample(4000, seed=args.seed).numpy()
         bound = _bound(test)
         truth = (data.toy.sample(name, 100_000, seed=args.seed + 1)
                  if name in data.toy.names() else np.asarray(splits.train))
@@ -310,7 +328,7 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
         plot.samples_scatter(samples, data=test, bound=bound, title=title).savefig(
             tmp / "samples.png", dpi=100)
     else:
-        dims = samples[:, :2]
+        dims = flow.sample(4000, seed=args.seed).numpy()[:, :2]
         plot.samples_scatter(dims, data=test[:, :2], bound=_bound(test[:, :2]),
                              title=f"{title} (first two dimensions)").savefig(
             tmp / "samples.png", dpi=100)
@@ -393,9 +411,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     x = {"train": splits.train, "val": splits.val, "test": splits.test}[args.split]
     x = training.check_array(x, f"{args.data} {args.split}", flow.features)
     ll = _log_likelihood(flow, x)
-    return {"data": args.data, "split": args.split, "n": len(ll),
-            "log_likelihood": float(ll.mean()),
-            "log_likelihood_se": float(ll.std() / math.sqrt(len(ll)))}
+    result = {"data": args.data, "split": args.split, "n": len(ll),
+              "log_likelihood": float(ll.mean()),
+              "log_likelihood_se": float(ll.std() / math.sqrt(len(ll)))}
+    if "image_shape" in splits.info:
+        from .data import images
+
+        bpd = images.bits_per_dim(ll, x, splits.info)
+        result["bits_per_dim"] = float(bpd.mean())
+        result["bits_per_dim_se"] = float(bpd.std() / math.sqrt(len(bpd)))
+    return result
 
 
 def sample(args: argparse.Namespace) -> dict:
@@ -447,8 +472,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fit a flow to a dataset (maximum likelihood)")
     flow_args(p, None)
-    p.add_argument("--data", required=True, help="dataset name (see `list`) or .npy/.csv file")
-    p.add_argument("--n", type=_positive_int, help="points to generate (toy sets)")
+    p.add_argument("--data", required=True,
+                   help="dataset name (see `list`), image set (mnist, celeba64, celeba32, "
+                   "shapes) or .npy/.csv file")
+    p.add_argument("--n", type=_positive_int,
+                   help="points to generate (toy sets); images per split (image sets)")
     p.add_argument("--epochs", type=_positive_int, default=50)
     p.add_argument("--batch-size", type=_positive_int, default=256, dest="batch_size")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default=None)
@@ -497,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, entry in sorted(flows.entries().items()):
                 print(f"{name:20s} fast: {entry.fast_direction:8s} {entry.paper} ({entry.arxiv})")
             print("datasets:", ", ".join(data.names()))
+            print("image sets (train --data):", ", ".join(sorted(data.images.IMAGE_SETS)))
             return 0
         if args.command == "demo":
             if args.flow not in flows.catalog():
@@ -511,8 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "train":
             m = train(args)
+            bpd = (f", {m['test_bits_per_dim']:.4f} bits/dim" if "test_bits_per_dim" in m
+                   else "")
             print(f"test log-likelihood: {m['test_log_likelihood']:.4f} +/- "
-                  f"{m['test_log_likelihood_se']:.4f} nats (1 s.e.; {m['epochs']} epochs, "
+                  f"{m['test_log_likelihood_se']:.4f} nats{bpd} (1 s.e.; {m['epochs']} epochs, "
                   f"{m['train_seconds']} s); wrote {args.out}/")
             return 0
         if args.command == "fit-energy":

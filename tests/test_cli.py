@@ -143,3 +143,29 @@ def test_module_entry_point_reports_errors_on_stderr():
                           timeout=120)
     assert proc.returncode == 2
     assert "unknown dataset --data 'nope'" in proc.stderr
+
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.parametrize("data", ["shapes", "mnist"])
+def test_train_an_image_flow_reports_bits_per_dim_and_a_sample_grid(data, tmp_path, capsys,
+                                                                    monkeypatch):
+    if data == "mnist" and not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("shared/data/mnist absent")
+    if data == "mnist":
+        monkeypatch.setenv("NF_DATA_DIR", str(SHARED))
+    out = tmp_path / "img"
+    argv = ["train", "--flow", "glow", "--data", data, "--n", "120", "--epochs", "1",
+            "--layers", "1", "--hidden-units", "8", "--batch-size", "40", "--verbose", "0",
+            "--out", str(out)]
+    assert main(argv) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["kwargs"]["image_shape"] == list(
+        {"shapes": (20, 20, 1), "mnist": (28, 28, 1)}[data])
+    assert 0 < m["test_bits_per_dim"] < (3 if data == "shapes" else 12)
+    assert "bits/dim" in capsys.readouterr().out
+    assert (out / "samples.png").stat().st_size > 1000
+    assert main(["evaluate", "--checkpoint", str(out), "--data", data, "--n", "120"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 120 and abs(result["bits_per_dim"] - m["test_bits_per_dim"]) < 1e-4

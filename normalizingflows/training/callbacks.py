@@ -135,7 +135,9 @@ class NonFiniteGuard(tf_keras.callbacks.Callback):
 
         @tf.function
         def save() -> tf.Tensor:
-            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in weights])
+            # Only float weights can go non-finite (ActNorm's `initialized` flag is a bool).
+            ok = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in weights
+                                if v.dtype.is_floating])
             if ok:
                 for src, dst in zip(weights, self._snapshot, strict=True):
                     dst.assign(src)
