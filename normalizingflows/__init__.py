@@ -10,9 +10,9 @@ Example:
     TensorShape([3, 2])
 """
 
-from . import bijectors, data, diagnostics, flows, nn, plot, training
+from . import bijectors, data, diagnostics, flows, layers, nn, plot, training
 from .flows import Flow, load
 
-__all__ = ["Flow", "bijectors", "data", "diagnostics", "flows", "load", "nn", "plot", "training",
-           "__version__"]
+__all__ = ["Flow", "bijectors", "data", "diagnostics", "flows", "layers", "load", "nn", "plot",
+           "training", "__version__"]
 __version__ = "0.1.0"
