@@ -10,7 +10,8 @@ pool - dense 500 - dense 10) train with Keras ``fit`` (Adam, batch 100) on the M
 project's shared data is the partial layout (4,167 training / 833 validation digits, the
 10,000 test digits). MNF minimises the negative ELBO per example (cross-entropy plus the
 layers' KL bound divided by the training-set size; ``--warmup E`` ramps the KL in over ``E``
-epochs with ``nf.layers.KLAnnealing``, off by default).
+epochs with ``nf.layers.KLAnnealing``, off by default). Each model keeps the weights of its
+epoch with the best validation accuracy (``--select last``: the last epoch).
 
 Reported (``experiments/results/mnf_rotation.json``): test accuracy and expected calibration
 error (15 bins) on the 10,000 test digits (MNF: the mean of ``--test-samples`` posterior draws),
@@ -89,19 +90,43 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
     return out.astype(images.dtype)
 
 
+class BestValidationAccuracy(tf_keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the highest validation accuracy and restores them
+    when training ends (model selection on the validation digits, the same for both models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best, self.epoch, self.weights = -1.0, None, None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get("val_accuracy", -1.0)
+        if value > self.best:
+            self.best, self.epoch, self.weights = value, epoch + 1, self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
 def train(model: tf_keras.Model, data: nf.data.Splits, *, epochs: int, lr: float,
-          batch_size: int, warmup: int, seed: int, verbose: int) -> dict:
-    """Keras ``fit`` with Adam; MNF with a KL warm-up. Returns the history and seconds."""
+          batch_size: int, warmup: int, seed: int, verbose: int, select: str) -> dict:
+    """Keras ``fit`` with Adam; MNF with a KL warm-up; with ``select="best"`` the weights of
+    the epoch with the best validation accuracy. Returns the history, the epoch kept and the
+    seconds."""
     tf_keras.utils.set_random_seed(seed)
     model.compile(tf_keras.optimizers.Adam(lr),
                   tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=False)
     callbacks = [KLAnnealing(warmup)] if isinstance(model, MNFLeNet) else []
+    best = BestValidationAccuracy()
+    if select == "best":
+        callbacks.append(best)
     start = time.time()
     history = model.fit(data.train, data.labels[0], batch_size=batch_size, epochs=epochs,
                         validation_data=(data.val, data.labels[1]), callbacks=callbacks,
                         verbose=verbose)
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "kept_epoch": best.epoch if select == "best" else epochs,
             "train_seconds": time.time() - start}
 
 
@@ -196,6 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="first test digits rotated for the entropy")
     parser.add_argument("--rotated-samples", type=int, default=10)
     parser.add_argument("--violin-samples", type=int, default=500)
+    parser.add_argument("--select", choices=["best", "last"], default="best",
+                        help="keep each model's epoch with the best validation accuracy, or the "
+                             "last epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" /
                                              "mnf_rotation.json"))
@@ -234,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"== {name}: {nf.diagnostics.count_parameters(model):,} trainable parameters, "
               f"{epochs} epochs", flush=True)
         fit = train(model, data, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
-                    warmup=args.warmup, seed=args.seed, verbose=args.verbose)
+                    warmup=args.warmup, seed=args.seed, verbose=args.verbose,
+                    select=args.select)
         stochastic = name == "mnf_lenet"
         metrics = evaluate(model, data, samples=args.test_samples if stochastic else 1,
                            rotated=args.rotated,
@@ -242,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
                            seed=args.seed)
         results["models"][name] = {
             "trainable_parameters": nf.diagnostics.count_parameters(model), "epochs": epochs,
-            "val_accuracy": fit["history"]["val_accuracy"][-1], **metrics,
+            "kept_epoch": fit["kept_epoch"],
+            "val_accuracy": fit["history"]["val_accuracy"][fit["kept_epoch"] - 1], **metrics,
             "train_seconds": fit["train_seconds"], "history": fit["history"]}
         if stochastic:
             results["models"][name]["kl_bound_nats"] = float(model.kl_divergence(args.seed))
