@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT / "experiments"))
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
     TimeLimit,
+    add_training_arguments,
     batched_log_prob,
+    flow_kwargs,
     mean_logit_ldj,
     run_record,
     write_result,
@@ -62,15 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["celeba32", "celeba64"], default="celeba32")
     parser.add_argument("--flow", choices=sorted(DEFAULTS), default="glow")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--max-minutes", type=float, default=25.0)
-    parser.add_argument("--layers", type=int)
-    parser.add_argument("--levels", type=int)
-    parser.add_argument("--hidden-units", type=int)
-    parser.add_argument("--blocks", type=int)
+    add_training_arguments(parser, epochs=100, max_minutes=25.0, batch_size=32, lr=1e-3)
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="train on the faces as they are (no mirrored copies)")
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -92,10 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.flip:
         xtr = np.concatenate([xtr, mirrored(xtr, shape)])
 
-    kwargs = dict(DEFAULTS[args.flow])
-    for key in ("layers", "levels", "hidden_units", "blocks"):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
+    kwargs = flow_kwargs(DEFAULTS[args.flow], args)
     flow = nf.flows.build(args.flow, dims, image_shape=shape, seed=args.seed, **kwargs)
     params = nf.diagnostics.count_parameters(flow)
     name = f"{args.data}_{args.flow}{args.tag}"

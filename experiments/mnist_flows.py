@@ -105,6 +105,29 @@ def mean_logit_ldj(y: np.ndarray, lam: float = LAMBDA_MNIST) -> float:
     return float(nf.data.preprocess.logit_log_det_jacobian(x, lam).mean())
 
 
+def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_minutes: float,
+                           batch_size: int | None = None, lr: float | None = None) -> None:
+    """The options every image experiment shares: training length and the flow's size."""
+    per_flow = "default: per flow (OPTIMISATION)"
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help=per_flow if batch_size is None else None)
+    parser.add_argument("--lr", type=float, default=lr, help=per_flow if lr is None else None)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--max-minutes", type=float, default=max_minutes)
+    for key in ("layers", "levels", "hidden-units", "blocks"):
+        parser.add_argument(f"--{key}", type=int, help="default: per flow (DEFAULTS)")
+
+
+def flow_kwargs(defaults: dict, args: argparse.Namespace) -> dict:
+    """The flow's constructor keywords: ``defaults`` with the size options given overriding."""
+    kwargs = dict(defaults)
+    for key in ("layers", "levels", "hidden_units", "blocks"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    return kwargs
+
+
 def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: np.ndarray,
                args: argparse.Namespace) -> dict:
     """The training and test figures every image experiment records."""
@@ -139,15 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flow", choices=sorted(DEFAULTS), default="glow")
     parser.add_argument("--conditional", action="store_true")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, help="default: per flow (OPTIMISATION)")
-    parser.add_argument("--lr", type=float, help="default: per flow (OPTIMISATION)")
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--max-minutes", type=float, default=30.0)
-    parser.add_argument("--layers", type=int)
-    parser.add_argument("--levels", type=int)
-    parser.add_argument("--hidden-units", type=int)
-    parser.add_argument("--blocks", type=int)
+    add_training_arguments(parser, epochs=12, max_minutes=30.0)
+    parser.add_argument("--no-batch-norm", dest="batch_norm", action="store_false",
+                        help="maf/realnvp: no batch norm between the layers")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--marginal-test-rows", type=int, default=10_000,
                         help="test digits for the marginal bits/dim of a conditional flow")
@@ -169,14 +186,11 @@ def main(argv: list[str] | None = None) -> dict:
     eye = np.eye(10, dtype=np.float32)
     ctr, cva, cte = (eye[y] if args.conditional else None for y in (ytr, yva, yte))
 
-    kwargs = dict(DEFAULTS[args.flow])
-    for key in ("layers", "levels", "hidden_units", "blocks"):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
+    kwargs = flow_kwargs(DEFAULTS[args.flow], args)
     if args.flow in ("glow", "realnvp_image"):
         kwargs["image_shape"] = SHAPE
     else:
-        kwargs["batch_norm"] = True  # MAF paper: batch norm between MADEs on MNIST
+        kwargs["batch_norm"] = args.batch_norm  # MAF paper: batch norm between the layers
     if args.conditional:
         kwargs["context_features"] = 10
     flow = nf.flows.build(args.flow, 784, seed=args.seed, **kwargs)
