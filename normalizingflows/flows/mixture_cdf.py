@@ -25,6 +25,15 @@ _MIN_SCALE = 1e-3
 LATENTS = ("normal", "uniform")
 
 
+def initial_mixture_bias(components: int) -> np.ndarray:
+    """Output bias of a conditioner of mixture parameters ``[logits, means, raw scales]``:
+    equal weights, means spread over the bulk of N(0, 1) so the components start distinct,
+    scales 0.5 (softplus(-0.433) = 0.5)."""
+    k = int(components)
+    return np.concatenate([np.zeros(k), np.linspace(-1.5, 1.5, k) if k > 1 else [0.0],
+                           np.full(k, np.log(np.expm1(0.5)))])
+
+
 def _quantile_map(params: tf.Tensor, components: int, family: str, to: str) -> tfb.Bijector:
     """Base -> data step of one layer: the inverse of the conditional mixture CDF."""
     k = components
@@ -90,10 +99,7 @@ def ar_mixture_cdf(features: int, *, layers: int = 1, components: int = 10,
     if latent not in LATENTS:
         raise ValueError(f"latent must be one of {LATENTS}; got {latent!r}")
     k = components
-    # Spread initial means over the bulk of N(0, 1) so the components start distinct; initial
-    # scales 0.5 (softplus(-0.433) = 0.5).
-    bias = np.concatenate([np.zeros(k), np.linspace(-1.5, 1.5, k) if k > 1 else [0.0],
-                           np.full(k, np.log(np.expm1(0.5)))])
+    bias = initial_mixture_bias(k)
 
     # Every layer maps onto R (the probit fused in) except a last one with a uniform latent.
     makers = [functools.partial(_quantile_map, components=k, family=family,

@@ -8,21 +8,18 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 import tf_keras
 
-from ..bijectors import MaskedAutoregressive, MixtureCDF
+from ..bijectors import MaskedAutoregressive
 from ..bijectors.mixture_cdf import FAMILIES
 from ..nn import PixelCNN
 from ._parts import chain, context_embedding, normal_base
 from .core import Flow
+from .mixture_cdf import _quantile_map, initial_mixture_bias
 from .registry import image_shape_tuple, register
-
-tfb = tfp.bijectors
 
 __all__ = ["pixelcnn_flow", "FlatImageConditioner", "PIXELCNN_ORDERS"]
 
-_MIN_SCALE = 1e-3
 PIXELCNN_ORDERS = ("alternating", "sequential")
 
 
@@ -121,15 +118,6 @@ class FlatImageConditioner:
         return self._traced[key][0]
 
 
-def _quantile_map(params: tf.Tensor, components: int, family: str) -> tfb.Bijector:
-    """Base -> data step of one layer: the inverse of the conditional mixture CDF (probit
-    fused, so the layer maps R onto R)."""
-    k = components
-    scales = tf.math.softplus(params[..., 2 * k:]) + _MIN_SCALE
-    return tfb.Invert(MixtureCDF(params[..., :k], params[..., k:2 * k], scales, family=family,
-                                 to="normal"))
-
-
 @register("pixelcnn_flow", paper="Pixel Recurrent Neural Networks (PixelCNN) with mixture-CDF "
           "conditionals (Flow++)", arxiv="https://arxiv.org/abs/1601.06759",
           fast_direction="density", image_shapes=((4, 4, 1), (3, 3, 3)))
@@ -196,13 +184,11 @@ def pixelcnn_flow(features: int, *, image_shape: Sequence[int], layers: int = 1,
     if order not in PIXELCNN_ORDERS:
         raise ValueError(f"order must be one of {PIXELCNN_ORDERS}; got {order!r}")
     k = components
-    # Initial means spread over the bulk of N(0, 1) so the components start distinct; initial
-    # scales 0.5 (softplus(-0.433) = 0.5). Output map c * P + p is parameter p of channel c.
-    bias = np.concatenate([np.zeros(k), np.linspace(-1.5, 1.5, k) if k > 1 else [0.0],
-                           np.full(k, np.log(np.expm1(0.5)))])
+    # Output map c * P + p is parameter p of channel c; each layer maps R onto R (probit fused).
+    bias = initial_mixture_bias(k)
     embed, width = context_embedding(context_features, context_net, activation=activation,
                                      seed=seed, dtype=dtype)
-    make = functools.partial(_quantile_map, components=k, family=family)
+    make = functools.partial(_quantile_map, components=k, family=family, to="normal")
     steps, nets = [], []
     for i in range(layers):
         net = PixelCNN(shape[-1], params=3 * k, hidden_units=hidden_units, blocks=blocks,
