@@ -27,11 +27,11 @@ import tf_keras
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from common import batched_log_prob  # noqa: E402
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
     TimeLimit,
     add_training_arguments,
-    batched_log_prob,
     flow_kwargs,
     mean_logit_ldj,
     run_record,
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.time() - start
     flow.save(Path(args.out) / name)
 
-    bpd = nf.data.images.bits_per_dim(batched_log_prob(flow, xte, None, batch=100), xte, info)
+    bpd = nf.data.images.bits_per_dim(batched_log_prob(flow, xte, batch=100), xte, info)
     result = {
         "data": args.data, "flow": args.flow,
         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},

@@ -90,24 +90,6 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
     return out.astype(images.dtype)
 
 
-class BestValidationAccuracy(tf_keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the highest validation accuracy and restores them
-    when training ends (model selection on the validation digits, the same for both models)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best, self.epoch, self.weights = -1.0, None, None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get("val_accuracy", -1.0)
-        if value > self.best:
-            self.best, self.epoch, self.weights = value, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
-
-
 def train(model: tf_keras.Model, data: nf.data.Splits, *, epochs: int, lr: float,
           batch_size: int, warmup: int, seed: int, verbose: int, select: str) -> dict:
     """Keras ``fit`` with Adam; MNF with a KL warm-up; with ``select="best"`` the weights of
@@ -118,7 +100,9 @@ def train(model: tf_keras.Model, data: nf.data.Splits, *, epochs: int, lr: float
                   tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=False)
     callbacks = [KLAnnealing(warmup)] if isinstance(model, MNFLeNet) else []
-    best = BestValidationAccuracy()
+    # Keras restores the best epoch at the end of training, stopped early or not.
+    best = tf_keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=epochs,
+                                            restore_best_weights=True)
     if select == "best":
         callbacks.append(best)
     start = time.time()
@@ -126,7 +110,7 @@ def train(model: tf_keras.Model, data: nf.data.Splits, *, epochs: int, lr: float
                         validation_data=(data.val, data.labels[1]), callbacks=callbacks,
                         verbose=verbose)
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-            "kept_epoch": best.epoch if select == "best" else epochs,
+            "kept_epoch": best.best_epoch + 1 if select == "best" else epochs,
             "train_seconds": time.time() - start}
 
 

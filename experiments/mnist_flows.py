@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 import tf_keras
+from common import batched_log_prob
 
 import normalizingflows as nf
 from normalizingflows.data.preprocess import LAMBDA_MNIST, bits_per_dim, inverse_logit_transform
@@ -44,29 +44,6 @@ DEFAULTS = {  # per flow: constructor keywords
 # 12.9 bits/dim); the MAF paper trains them with batches of 100.
 OPTIMISATION = {"glow": (1e-3, 64), "realnvp_image": (1e-3, 64), "maf": (1e-4, 100),
                 "realnvp": (1e-4, 100)}
-
-
-def _log_prob_fn(flow: nf.flows.Flow):
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def log_prob(x, c):
-        return flow.log_prob(x, c)
-
-    @tf.function(jit_compile=True, reduce_retracing=True)
-    def log_prob_plain(x):
-        return flow.log_prob(x)
-
-    return (lambda x, c: log_prob(x, c)) if flow.conditional else (lambda x, c: log_prob_plain(x))
-
-
-def batched_log_prob(flow: nf.flows.Flow, x: np.ndarray, context: np.ndarray | None,
-                     batch: int = 500) -> np.ndarray:
-    """log p(x [| context]) in batches of ``batch`` rows, compiled once."""
-    fn = _log_prob_fn(flow)
-    out = []
-    for i in range(0, len(x), batch):
-        c = None if context is None else tf.constant(context[i:i + batch])
-        out.append(fn(tf.constant(x[i:i + batch]), c).numpy())
-    return np.concatenate(out)
 
 
 class BitsPerDim(tf_keras.callbacks.Callback):

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,9 +29,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
+from common import batched_log_prob
 
 import normalizingflows as nf
 from normalizingflows.data.preprocess import nats_to_bits_per_dim
+from normalizingflows.training.state import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,46 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def batched_log_prob(flow: nf.flows.Flow, x: np.ndarray, batch: int = 500, *, jit: bool = True
-                     ) -> np.ndarray:
-    """log p(x) in batches of ``batch`` rows, compiled once."""
-    fn = tf.function(lambda v: flow.log_prob(v), jit_compile=jit, reduce_retracing=True)
-    return np.concatenate([fn(tf.constant(x[i:i + batch])).numpy()
-                           for i in range(0, len(x), batch)])
-
-
 def bits_per_dim(log_prob: np.ndarray, dims: int) -> float:
     """Mean bits/dim of the binary pixels: -mean log p / (D ln 2) + log2(2)."""
     return float(nats_to_bits_per_dim(-float(np.mean(log_prob)), dims, levels=2))
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class BestWeights(tf_keras.callbacks.Callback):
-    """Keep the weights of the epoch with the lowest validation loss (restored at the end)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.best, self.epoch, self.weights = np.inf, -1, None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("val_loss", np.inf)
-        if np.isfinite(loss) and loss < self.best:
-            self.best, self.epoch, self.weights = loss, epoch, self.model.get_weights()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -118,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = args.epochs * -(-len(data.train) // args.batch_size)
     schedule = tf_keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.05)
     flow.compile(tf_keras.optimizers.Adam(schedule), jit_compile=None if jit else False)
-    best = BestWeights()
+    # Keras restores the best epoch at the end of training, stopped early or not.
+    best = tf_keras.callbacks.EarlyStopping(patience=args.epochs, restore_best_weights=True)
     epoch_bpd = []
     log_bpd = tf_keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epoch_bpd.append(
         {"epoch": e + 1, "train_bpd": float(nats_to_bits_per_dim(logs["loss"], dims, levels=2)),
@@ -147,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         titles=["test shapes (pixel levels)", "samples as drawn (clipped to [0, 1])",
                 "the same samples binarised at 0.5",
                 f"samples at temperature {args.temperature:g}, binarised"], columns=6)
-    _atomic_write(args.png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.png, dpi=110)
     total_s = time.time() - start
 
     results = {
@@ -164,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": {"optimizer": f"Adam, cosine decay {args.lr:g} -> {0.05 * args.lr:g}",
                      "batch_size": args.batch_size,
                      "epochs": args.epochs, "jit_compile": jit,
-                     "best_epoch": best.epoch + 1,
+                     "best_epoch": best.best_epoch + 1,
                      "loss": [float(v) for v in history.history["loss"]],
                      "val_loss": [float(v) for v in history.history["val_loss"]],
                      "per_epoch_bits_per_dim": epoch_bpd},
@@ -188,8 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "tensorflow": tf.__version__, "tfp": tfp.__version__,
                     "gpus": len(tf.config.list_physical_devices("GPU"))},
     }
-    _atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2)
-                                                            + "\n"))
+    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     print(f"test bits/dim {test_bpd:.4f} (val {val_bpd:.4f}); train {train_s:.0f} s, "
           f"sample {sample_s:.0f} s, total {total_s:.0f} s")
     print(f"wrote {args.out} and {args.png}")

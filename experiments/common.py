@@ -1,0 +1,18 @@
+"""Pieces the experiment scripts share: batched, compiled log-densities."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def batched_log_prob(flow, x: np.ndarray, context: np.ndarray | None = None, *,
+                     batch: int = 500, jit: bool = True) -> np.ndarray:
+    """``flow.log_prob(x [, context])`` in batches of ``batch`` rows, compiled once."""
+    if context is None:
+        fn = tf.function(lambda v: flow.log_prob(v), jit_compile=jit, reduce_retracing=True)
+        return np.concatenate([fn(tf.constant(x[i:i + batch])).numpy()
+                               for i in range(0, len(x), batch)])
+    fn = tf.function(lambda v, c: flow.log_prob(v, c), jit_compile=jit, reduce_retracing=True)
+    return np.concatenate([fn(tf.constant(x[i:i + batch]), tf.constant(context[i:i + batch]))
+                           .numpy() for i in range(0, len(x), batch)])
