@@ -278,6 +278,13 @@ class BatchNorm(tfb.Bijector):
         if static_bool(training, "training"):
             with tf.control_dependencies(self._update_moving_stats(mean, variance)):
                 x = tf.identity(x)
+            # TFP's TransformedDistribution.log_prob takes the log-det as -fldj(x) at the base
+            # point x, and a forward pass knows only the stored statistics. Put the batch
+            # statistics' log-det in the cache entry of this (y, x) pair, where TFP looks first;
+            # without it a training step optimised an objective whose log-det came from the
+            # moving averages while the map used the batch (MAF with batch norm then diverged).
+            self._cache.inverse_attributes(y, training=training)["ildj"] = (
+                self._ldj_inverse(variance, y))
         return x
 
     def _inverse_log_det_jacobian(self, y: tf.Tensor, training: bool = False) -> tf.Tensor:

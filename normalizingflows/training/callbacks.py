@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
+from ..bijectors._common import is_chain as _is_chain
 from ..bijectors._common import route_kwargs as _route
 
 tfb = tfp.bijectors
@@ -25,7 +26,7 @@ def leaf_bijectors(bijector: tfb.Bijector) -> list[tfb.Bijector]:
         >>> [b.name for b in leaf_bijectors(chain)]
         ['a', 'b']
     """
-    if isinstance(bijector, tfb.Chain):
+    if _is_chain(bijector):  # also TFP's private _Chain, which tfb.Chain(...) builds
         return [leaf for sub in bijector.bijectors for leaf in leaf_bijectors(sub)]
     return [bijector]
 
