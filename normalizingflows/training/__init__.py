@@ -17,6 +17,7 @@ Example:
 """
 
 from . import distribute
+from .batch_norm import BatchNormStatistics, batch_norm_layers, set_batch_norm_statistics
 from .callbacks import NonFiniteGuard, first_nonfinite_step, leaf_bijectors
 from .distribute import STRATEGIES, make_strategy
 from .forward import SCHEDULES, FitResult, check_array, epoch_batches, fit, make_optimizer
@@ -35,5 +36,6 @@ __all__ = [
     "NonFiniteGuard", "first_nonfinite_step", "leaf_bijectors", "CheckpointError",
     "ResumeConfigError", "atomic_write_json", "atomic_write_text", "check_run_config",
     "fingerprint", "check_array", "epoch_batches", "make_optimizer", "SCHEDULES",
-    "distribute", "make_strategy", "STRATEGIES",
+    "distribute", "make_strategy", "STRATEGIES", "BatchNormStatistics", "batch_norm_layers",
+    "set_batch_norm_statistics",
 ]

@@ -18,6 +18,7 @@ import tf_keras
 
 from ..flows.core import check_array as core_check_array
 from ..flows.core import check_context
+from .batch_norm import BatchNormStatistics, batch_norm_layers
 from .callbacks import NonFiniteGuard
 from .distribute import is_chief, jit_supported, replica_shards, resolve_strategy
 from .state import CheckpointError, check_run_config, fingerprint
@@ -25,6 +26,7 @@ from .state import CheckpointError, check_run_config, fingerprint
 __all__ = ["FitResult", "fit", "make_optimizer", "check_array", "epoch_batches", "SCHEDULES"]
 
 SCHEDULES = (None, "cosine", "plateau")
+BATCH_NORM_STATISTICS = ("moving", "train")
 
 
 @dataclass
@@ -296,7 +298,8 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         checkpoint_dir: str | Path | None = None, resume: bool = False,
         tensorboard_dir: str | Path | None = None, seed: int = 0, verbose: int = 1,
         jit_compile: bool = True, callbacks: list | tuple = (),
-        strategy: tf.distribute.Strategy | None = None) -> FitResult:
+        strategy: tf.distribute.Strategy | None = None, batch_norm: str = "moving"
+        ) -> FitResult:
     """Fit ``flow`` to data by maximum likelihood (forward KL) with Keras ``fit``.
 
     Loss: mean of -log q(x) over a batch. Each epoch sees the training set in an order drawn
@@ -347,6 +350,10 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         strategy: The ``tf.distribute.Strategy`` the flow was built under
             (:func:`~normalizingflows.training.distribute.make_strategy`), or ``None`` for the
             flow's own.
+        batch_norm: Statistics the flow's batch-norm layers use outside training:
+            ``"moving"`` (their moving averages) or ``"train"`` (the MAF paper's: exact
+            statistics of the whole training set, set before every validation and for the
+            returned flow; :class:`~normalizingflows.training.batch_norm.BatchNormStatistics`).
 
     Returns:
         :class:`FitResult` with the history and best epoch.
@@ -375,6 +382,8 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
     batch_size = _positive_int(batch_size, "batch_size")
     if patience is not None:
         patience = _positive_int(patience, "patience")
+    if batch_norm not in BATCH_NORM_STATISTICS:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORM_STATISTICS}; got {batch_norm!r}")
     strategy = resolve_strategy(flow, strategy)
     replicas = int(strategy.num_replicas_in_sync)
     train, train_context = _data_and_context(flow, train, "train")
@@ -413,6 +422,10 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
         return tf.gather(train, rows), tf.gather(train_context, rows)
 
     guard = NonFiniteGuard(batch_fn, verbose=verbose)
+    norm_stats = None
+    if batch_norm == "train" and batch_norm_layers(flow):
+        norm_stats = BatchNormStatistics(
+            train if train_context is None else (train, train_context), at_end=False)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     chief = is_chief(strategy)
     private_dir = None  # a non-chief worker's checkpoints: written, never read, then removed
@@ -435,7 +448,8 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
                       "epochs": epochs, "batch_size": batch_size, "lr": float(lr),
                       "schedule": schedule, "clipnorm": clipnorm,
                       "weight_decay": float(weight_decay), "patience": patience,
-                      "seed": int(seed)}
+                      "seed": int(seed),
+                      **({"batch_norm": batch_norm} if batch_norm != "moving" else {})}
             if chief:
                 if check_run_config(checkpoint_dir, config, resume=resume):
                     initial_epoch = run.restore()
@@ -446,7 +460,7 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
             raise ValueError("resume=True needs checkpoint_dir")
 
         if initial_epoch < epochs and not run.state["stopped_early"]:
-            cbs = [guard, run, *callbacks]
+            cbs = [guard, *([norm_stats] if norm_stats is not None else []), run, *callbacks]
             if tensorboard_dir is not None:
                 _require_tensorboard()
                 cbs.append(tf_keras.callbacks.TensorBoard(str(tensorboard_dir)))
@@ -459,6 +473,9 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
             shutil.rmtree(private_dir, ignore_errors=True)
     if not guard.tripped:
         run.restore_best()
+        if norm_stats is not None:
+            norm_stats.model = flow
+            norm_stats.run()  # for the best weights (exact already if validation chose them)
     s = run.state
     history = {k: v for k, v in s["history"].items() if v}
     return FitResult(history=history, best_epoch=s["best_epoch"], best_loss=s["best"],
