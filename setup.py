@@ -18,7 +18,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist", "ruff", "nbformat", "nbclient", "ipykernel"],
+        # pandas reads the GAS pickle of the MAF archive (a pandas DataFrame).
+        "uci": ["pandas"],
+        "test": ["pytest>=7", "pytest-xdist", "ruff", "nbformat", "nbclient", "ipykernel",
+                 "pandas"],
         # Peers timed side by side in benchmarks/speed.py (not needed by the tests).
         "bench": ["torch==2.13.0", "zuko==1.6.0", "nflows==0.14"],
     },

@@ -27,10 +27,9 @@ import tf_keras
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from common import batched_log_prob  # noqa: E402
+from common import TimeLimit, batched_log_prob  # noqa: E402
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
-    TimeLimit,
     add_training_arguments,
     flow_kwargs,
     mean_logit_ldj,

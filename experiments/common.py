@@ -1,9 +1,12 @@
-"""Pieces the experiment scripts share: batched, compiled log-densities."""
+"""Pieces the experiment scripts share: batched, compiled log-densities; a time limit."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 
 def batched_log_prob(flow, x: np.ndarray, context: np.ndarray | None = None, *,
@@ -16,3 +19,15 @@ def batched_log_prob(flow, x: np.ndarray, context: np.ndarray | None = None, *,
     fn = tf.function(lambda v, c: flow.log_prob(v, c), jit_compile=jit, reduce_retracing=True)
     return np.concatenate([fn(tf.constant(x[i:i + batch]), tf.constant(context[i:i + batch]))
                            .numpy() for i in range(0, len(x), batch)])
+
+
+class TimeLimit(tf_keras.callbacks.Callback):
+    """Stops training after ``minutes`` of wall time (at the end of an epoch)."""
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.deadline = time.time() + 60 * minutes
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() > self.deadline:
+            self.model.stop_training = True

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import tf_keras
-from common import batched_log_prob
+from common import TimeLimit, batched_log_prob
 
 import normalizingflows as nf
 from normalizingflows.data.preprocess import LAMBDA_MNIST, bits_per_dim, inverse_logit_transform
@@ -62,18 +62,6 @@ class BitsPerDim(tf_keras.callbacks.Callback):
                 logs[out] = nll_x / (self.dims * math.log(2)) + 8.0
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items()),
               flush=True)
-
-
-class TimeLimit(tf_keras.callbacks.Callback):
-    """Stops training after ``minutes`` of wall time (at the end of an epoch)."""
-
-    def __init__(self, minutes: float) -> None:
-        super().__init__()
-        self.deadline = time.time() + 60 * minutes
-
-    def on_epoch_end(self, epoch, logs=None):
-        if time.time() > self.deadline:
-            self.model.stop_training = True
 
 
 def mean_logit_ldj(y: np.ndarray, lam: float = LAMBDA_MNIST) -> float:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from uci_fixtures import gas_table, power_raw, write_hepmass
 
 import normalizingflows.data as nfd
 from normalizingflows.data import uci
@@ -68,19 +69,8 @@ def test_real_miniboone_split_layout():
     assert np.isfinite(s.val).all()
 
 
-def _power_raw(n, seed=1):
-    rng = np.random.default_rng(seed)
-    gap = rng.integers(0, 5000, n) / 1000.0
-    grp = np.where(rng.random(n) < 0.3, 0.0, rng.integers(0, 500, n) / 1000.0)
-    volt = rng.integers(22000, 25000, n) / 100.0
-    inten = rng.integers(2, 400, n) / 10.0
-    sm = rng.integers(0, 40, (n, 3)).astype(float)
-    time = np.arange(n) % 1440 + rng.random(n)
-    return np.column_stack([gap, grp, volt, inten, sm, time])
-
-
 def test_power_every_step(tmp_path):
-    raw = _power_raw(1000)
+    raw = power_raw(1000)
     (tmp_path / "power").mkdir()
     np.save(tmp_path / "power/data.npy", raw)
     s = nfd.load("power", data_dir=tmp_path, dtype=np.float64)
@@ -113,34 +103,18 @@ def test_power_bad_inputs(tmp_path):
     assert str(tmp_path / "power/data.npy") in str(e.value)
     assert isinstance(e.value, FileNotFoundError)
     (tmp_path / "power").mkdir()
-    np.save(tmp_path / "power/data.npy", _power_raw(50)[:, :7])
+    np.save(tmp_path / "power/data.npy", power_raw(50)[:, :7])
     with pytest.raises(nfd.DataFormatError, match=r"\(N, 8\)"):
         nfd.load("power", data_dir=tmp_path)
-    np.save(tmp_path / "power/data.npy", _power_raw(500))
+    np.save(tmp_path / "power/data.npy", power_raw(500))
     blob = (tmp_path / "power/data.npy").read_bytes()
     (tmp_path / "power/data.npy").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(nfd.DataFormatError, match="truncated"):
         nfd.load("power", data_dir=tmp_path)
 
 
-def _gas_table(n, seed=2):
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=(n, 10))
-    sensors = [base[:, i] for i in range(10)]
-    # 6 near-duplicates (corr > 0.98) of existing sensors, interleaved
-    sensors.insert(2, base[:, 1] * 3 + 0.01 * rng.normal(size=n))
-    sensors.insert(5, base[:, 3] + 0.05 * rng.normal(size=n))
-    sensors += [base[:, 7] * 2 + 0.02 * rng.normal(size=n),
-                base[:, 0] - 1e-3 * rng.normal(size=n),
-                base[:, 9] + 0.03 * rng.normal(size=n),
-                base[:, 4] * 0.5 + 0.001 * rng.normal(size=n)]
-    columns = ["Time", "Meth", "Eth"] + [f"s{i}" for i in range(16)]
-    values = np.column_stack([np.arange(n) * 0.01, rng.random(n), rng.random(n), *sensors])
-    return values, columns
-
-
 def test_gas_every_step():
-    values, columns = _gas_table(2000)
+    values, columns = gas_table(2000)
     (tr, va, te), info = uci.preprocess_gas(values, columns)
     assert tr.shape[1] == 10 and len(info["columns"]) == 10
     assert not {"Time", "Meth", "Eth"} & set(info["columns"])
@@ -179,36 +153,15 @@ def test_gas_pickle_is_checksum_gated(tmp_path):
 
 def test_gas_real_dataframe_pickle(tmp_path):
     pd = pytest.importorskip("pandas")
-    values, columns = _gas_table(1000)
+    values, columns = gas_table(1000)
     (tmp_path / "gas").mkdir()
     pd.DataFrame(values, columns=columns).to_pickle(tmp_path / "gas/ethylene_CO.pickle")
     s = nfd.load("gas", data_dir=tmp_path, trust_pickle=True)
     assert s.train.shape == (810, 10)
 
 
-def _write_hepmass(folder, n_train, n_test, seed=3):
-    rng = np.random.default_rng(seed)
-
-    def table(n):
-        label = (np.arange(n) % 2 == 0).astype(float)
-        cont = rng.normal(size=(n, 27))
-        for j in (5, 9, 13, 17, 21):  # discrete: number of jets, b-tags
-            cont[:, j] = rng.integers(0, 3, n)
-        cont[:, 2] = np.maximum(cont[:, 2], -0.5)  # clipped: minimum repeats
-        return np.column_stack([label, cont])
-
-    folder.mkdir()
-    header = "# label," + ",".join(f"f{i}" for i in range(27))
-    np.savetxt(folder / "1000_train.csv", table(n_train), delimiter=",", header=header,
-               comments="", fmt="%.6g")
-    test = table(n_test)
-    test = np.column_stack([test, np.full(n_test, 1000.0)])  # the test file's extra column
-    np.savetxt(folder / "1000_test.csv", test, delimiter=",", header=header + ",mass",
-               comments="", fmt="%.6g")
-
-
 def test_hepmass_every_step(tmp_path):
-    _write_hepmass(tmp_path / "hepmass", 2000, 600)
+    write_hepmass(tmp_path / "hepmass", 2000, 600)
     s = nfd.load("hepmass", data_dir=tmp_path, dtype=np.float64)
     info = s.info
     assert info["removed_features"] == [2, 5, 9, 13, 17, 21]
@@ -224,7 +177,7 @@ def test_hepmass_every_step(tmp_path):
 
 
 def test_hepmass_wrong_columns(tmp_path):
-    _write_hepmass(tmp_path / "hepmass", 100, 50)
+    write_hepmass(tmp_path / "hepmass", 100, 50)
     bad = tmp_path / "hepmass/1000_test.csv"
     a = np.loadtxt(bad, delimiter=",", skiprows=1)
     np.savetxt(bad, a[:, :20], delimiter=",", header="x", fmt="%.6g")
@@ -274,6 +227,6 @@ def test_pickle_roundtrip_not_used_for_arrays(tmp_path):
 @pytest.mark.slow
 def test_power_full_size(tmp_path):
     (tmp_path / "power").mkdir()
-    np.save(tmp_path / "power/data.npy", _power_raw(2_049_280))
+    np.save(tmp_path / "power/data.npy", power_raw(2_049_280))
     s = nfd.load("power", data_dir=tmp_path)
     assert (len(s.train), len(s.val), len(s.test)) == (1_659_917, 184_435, 204_928)

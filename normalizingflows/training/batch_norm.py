@@ -53,7 +53,7 @@ class _StepwisePass:
                     kwargs["context"] = context
                 return leaf.inverse(z, **_route(leaf, kwargs))
 
-            self._fns[i] = tf.function(push)
+            self._fns[i] = tf.function(push, reduce_retracing=True)
         return self._fns[i]
 
     def __call__(self, x: np.ndarray, context: np.ndarray | None, batch_size: int) -> int:
