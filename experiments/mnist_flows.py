@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
                  tf_keras.callbacks.EarlyStopping(patience=args.patience,
                                                   restore_best_weights=True),
                  TimeLimit(args.max_minutes)]
+    if nf.training.batch_norm_layers(flow):
+        # MAF paper: batch norm evaluated with the statistics of the whole training set,
+        # before every validation and, after EarlyStopping put the best weights back, at the end.
+        callbacks.append(nf.training.BatchNormStatistics(train))
     start = time.time()
     history = flow.fit(train, batch_size=args.batch_size, epochs=args.epochs,
                        validation_data=val, callbacks=callbacks, verbose=0, shuffle=True)

@@ -204,12 +204,13 @@ def table(path: Path = RESULTS) -> str:
            "epochs (best) | ended | parameters | compute |",
            "|---|---|---|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
-        hours = float(r["total_seconds"]) / 3600
-        out.append(f"| {r['dataset']} | {r['model']} | {r['protocol']} | "
+        minutes = float(r["total_seconds"]) / 60
+        protocol = r["protocol"].split(":")[0]  # the name; the CSV has the whole sentence
+        out.append(f"| {r['dataset']} | {r['model']} | {protocol} | "
                    f"{int(r['train_rows']):,} | {float(r['test_loglik']):.2f} +/- "
                    f"{float(r['test_pm2se']):.2f} | {r['published'] or '-'} | "
                    f"{r['epochs_run']} ({r['best_epoch']}) | {r['ended']} | "
-                   f"{int(r['parameters']):,} | {hours:.2f} h |")
+                   f"{int(r['parameters']):,} | {minutes:.1f} min |")
     return "\n".join(out)
 
 
