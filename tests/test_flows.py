@@ -78,9 +78,16 @@ def test_every_variable_gets_a_gradient_and_a_step_changes_log_prob(name, featur
         loss = -tf.reduce_mean(flow.log_prob(x, training=True))
     grads = tape.gradient(loss, flow.trainable_variables)
     assert flow.trainable_variables
+    # In training a batch norm normalises away any shift before it. At D = 1 every MAF layer is
+    # affine with constant parameters, so the shift of each batch norm but the last is cancelled
+    # exactly by the next one: its gradient is 0 (up to rounding), as it should be.
+    norms = nf.training.batch_norm_layers(flow) if features == 1 else []
+    cancelled = {bn.shift.ref() for bn in norms[:-1]}
     for var, grad in zip(flow.trainable_variables, grads, strict=True):
         assert grad is not None, f"no gradient reaches {var.name}"
-        assert np.abs(tf.convert_to_tensor(grad).numpy()).max() > 0, f"zero gradient: {var.name}"
+        if var.ref() not in cancelled:
+            assert np.abs(tf.convert_to_tensor(grad).numpy()).max() > 0, \
+                f"zero gradient: {var.name}"
     before = flow.log_prob(x).numpy()
     # Clipped: a deep image flow pushed off its identity start has gradients in the thousands.
     tf_keras.optimizers.SGD(0.05, global_clipnorm=1.0).apply_gradients(
