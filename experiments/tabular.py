@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
@@ -172,6 +173,22 @@ def build_flow(model: str, features: int, hidden: int, activation: str, seed: in
     return flow
 
 
+class ComputeLog(tf_keras.callbacks.Callback):
+    """Writes the run's total seconds (earlier pieces included) after every epoch, so the
+    compute of a run that is killed, not only of one that stops on its own, is on record up to
+    its last checkpoint."""
+
+    def __init__(self, path: Path, before: float) -> None:
+        super().__init__()
+        self.path, self.before, self.start = path, float(before), time.time()
+
+    def total(self) -> float:
+        return self.before + time.time() - self.start
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        nf.training.atomic_write_json(self.path, {"seconds": self.total()})
+
+
 def stats(loglik: np.ndarray) -> tuple[float, float]:
     """Mean and 2 standard errors over points."""
     return float(loglik.mean()), float(2 * loglik.std() / math.sqrt(len(loglik)))
@@ -241,19 +258,20 @@ def run(args: argparse.Namespace) -> dict:
         before = 0.0
         if args.resume and compute_file.is_file():
             before = float(json.loads(compute_file.read_text())["seconds"])
-        limit = TimeLimit(args.max_minutes) if args.max_minutes else None
+        compute = ComputeLog(compute_file, before)
+        limit = [TimeLimit(args.max_minutes)] if args.max_minutes else []
         result = nf.training.fit(
             flow, train, val=val, epochs=args.epochs, batch_size=recipe["batch_size"],
             lr=recipe["lr"], schedule=recipe["schedule"], clipnorm=recipe["clipnorm"],
             patience=recipe["patience"], checkpoint_dir=checkpoint, resume=args.resume,
             seed=args.seed, verbose=args.verbose, batch_norm="train",
-            callbacks=[limit] if limit else [])
+            callbacks=[compute, *limit])
         if result.nonfinite:
             raise RuntimeError(result.nonfinite["message"])
         test_ll = batched_log_prob(flow, test, batch=args.eval_batch)
         val_ll = batched_log_prob(flow, val, batch=args.eval_batch)
         seconds = time.time() - start
-        total = before + seconds
+        total = before + seconds  # this piece in full: loading, training and the test
         nf.training.atomic_write_json(compute_file, {"seconds": total})
         ended = ("early stopping" if result.stopped_early else
                  "epochs" if result.epochs_run >= args.epochs else "time limit")

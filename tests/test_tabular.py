@@ -113,3 +113,15 @@ def test_bsds300_patches_from_the_images(tmp_path):
 def test_refuses_a_run_without_dataset_or_model():
     with pytest.raises(SystemExit):
         tabular.main(["--model", "maf5"])
+
+
+def test_compute_is_on_record_after_every_epoch(tmp_path):
+    """A killed run keeps its compute up to its last epoch (not only a run that ends itself)."""
+    import json
+
+    log = tabular.ComputeLog(tmp_path / "compute.json", before=100.0)
+    log.on_epoch_end(0)
+    first = json.loads((tmp_path / "compute.json").read_text())["seconds"]
+    assert 100.0 <= first < 160.0
+    log.on_epoch_end(1)
+    assert json.loads((tmp_path / "compute.json").read_text())["seconds"] >= first
