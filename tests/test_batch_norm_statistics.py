@@ -45,11 +45,15 @@ def test_stored_statistics_equal_one_batch_of_the_whole_set(conditional):
     nf.training.fit(flow, x if c is None else (x, c), epochs=2, batch_size=100, verbose=0,
                     jit_compile=False)
     data = x if c is None else (x, c)
+    # With the moving averages training left, evaluation differs from one batch of the whole
+    # set (so the equality below is the statistics' doing).
+    moving = flow.log_prob(x, c).numpy()
     nf.training.set_batch_norm_statistics(flow, data, batch_size=77)
     stored = flow.log_prob(x, c).numpy()
     batch = flow.log_prob(x, c, training=True).numpy()
+    assert np.abs(moving - batch).max() > 1e-2
     np.testing.assert_allclose(stored, batch, rtol=1e-4, atol=1e-3)
-    # Moving averages (what training left) are not these statistics.
+    # training=True updated the moving averages from the exact statistics set above.
     bn = nf.training.batch_norm_layers(flow)[-1]
     assert not np.allclose(bn.moving_mean.numpy(), 0.0)
 
@@ -128,3 +132,12 @@ def test_training_log_prob_takes_the_log_det_of_the_batch_statistics(name):
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-4)
         results.append(got)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-4)
+
+
+def test_fit_without_validation_sets_the_statistics_at_the_end():
+    x = _data(400)
+    flow = nf.flows.build("maf", 3, layers=2, hidden_units=[16], batch_norm=True, seed=7)
+    nf.training.fit(flow, x, epochs=2, batch_size=100, verbose=0, jit_compile=False,
+                    batch_norm="train")
+    np.testing.assert_allclose(flow.log_prob(x).numpy(), flow.log_prob(x, training=True).numpy(),
+                               rtol=1e-4, atol=1e-3)

@@ -4,9 +4,8 @@ In training a :class:`~normalizingflows.bijectors.BatchNorm` normalises with the
 its batch; at test time the MAF paper uses the mean and variance of each batch-norm layer's
 input over the *whole training set*, computed layer by layer in the data -> base direction
 (each layer sees the training set as the layers before it, with their final statistics, map
-it). Moving averages are a cheaper stand-in that can be far off: they mix statistics of
-networks from many steps ago, and on MNIST they put validation bits/dim at 1e13 while the
-training loss was 1.9 (experiments/README.md).
+it). Moving averages are a cheaper stand-in: they mix statistics of the networks of many
+steps ago, so they lag the final network.
 
 :func:`set_batch_norm_statistics` does the exact pass; :class:`BatchNormStatistics` runs it
 before every validation and at the end of training (``fit(..., batch_norm="train")``).
@@ -56,11 +55,15 @@ class _StepwisePass:
             self._fns[i] = tf.function(push, reduce_retracing=True)
         return self._fns[i]
 
-    def __call__(self, x: np.ndarray, context: np.ndarray | None, batch_size: int) -> int:
+    def __call__(self, x: Any, context: Any, batch_size: int) -> int:
+        """Set the statistics from ``x`` (or an ``(x, context)`` pair); return how many."""
         if self.last < 0:
             return 0
+        if isinstance(x, (tuple, list)):
+            x, context = x
         dtype = self.flow.dtype
         z = np.array(x, dtype=dtype, copy=True)
+        context = None if context is None else np.asarray(context)
         starts = range(0, len(z), batch_size)
         embedded = None
         if context is not None:
@@ -117,28 +120,25 @@ def set_batch_norm_statistics(flow: Any, data: Any, *, context: Any = None,
         >>> x = np.random.default_rng(0).normal(3.0, 2.0, (500, 2)).astype("float32")
         >>> set_batch_norm_statistics(flow, x)
         2
-        >>> first = nf.training.batch_norm_layers(flow)[0]
+        >>> first = nf.training.batch_norm_layers(flow)[0]  # after a fresh (identity) MAF layer
         >>> bool(np.allclose(first.moving_mean.numpy(), x.mean(0), atol=1e-5))
         True
     """
-    if isinstance(data, (tuple, list)):
-        data, context = data
-    return _StepwisePass(flow)(np.asarray(data), None if context is None else
-                               np.asarray(context), int(batch_size))
+    return _StepwisePass(flow)(data, context, int(batch_size))
 
 
 class BatchNormStatistics(tf_keras.callbacks.Callback):
     """Keras callback: full-training-set batch-norm statistics before every validation and at
     the end of training, so validation losses (and early stopping) see the test-time flow.
 
-    Costs one evaluation-mode pass over the training set per validation (about a third of a
-    training epoch). ``nf.training.fit(..., batch_norm="train")`` adds it.
+    Costs one evaluation-mode (forward only) pass over the training set per validation.
+    ``nf.training.fit(..., batch_norm="train")`` adds it.
 
     Args:
         data: The training set, ``[N, D]`` or ``(x, context)``.
         batch_size: Rows per compiled call.
-        at_end: Also set them when training ends (``fit`` sets them itself, after putting the
-            best epoch's weights back).
+        at_end: Also set them when training ends (``fit`` does not need it: the best epoch's
+            weights it puts back hold the statistics set before that epoch's validation).
     """
 
     def __init__(self, data: Any, *, batch_size: int = 10_000, at_end: bool = True) -> None:
@@ -153,9 +153,7 @@ class BatchNormStatistics(tf_keras.callbacks.Callback):
         """Set the statistics now; return the number of layers set."""
         if self._pass is None:
             self._pass = _StepwisePass(self.model)
-        x, context = self.data if isinstance(self.data, (tuple, list)) else (self.data, None)
-        return self._pass(np.asarray(x), None if context is None else np.asarray(context),
-                          self.batch_size)
+        return self._pass(self.data, None, self.batch_size)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._in_fit = True

@@ -473,9 +473,11 @@ def fit(flow: Any, train: Any, *, val: Any = None, epochs: int, batch_size: int,
             shutil.rmtree(private_dir, ignore_errors=True)
     if not guard.tripped:
         run.restore_best()
-        if norm_stats is not None:
-            norm_stats.model = flow
-            norm_stats.run()  # for the best weights (exact already if validation chose them)
+        if norm_stats is not None and val is None:
+            # With validation the restored best weights already hold the statistics set before
+            # that epoch's validation; without it nothing set them.
+            norm_stats.set_model(flow)
+            norm_stats.run()
     s = run.state
     history = {k: v for k, v in s["history"].items() if v}
     return FitResult(history=history, best_epoch=s["best_epoch"], best_loss=s["best"],
