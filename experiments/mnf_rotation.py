@@ -10,8 +10,14 @@ pool - dense 500 - dense 10) train with Keras ``fit`` (Adam, batch 100) on the M
 project's shared data is the partial layout (4,167 training / 833 validation digits, the
 10,000 test digits). MNF minimises the negative ELBO per example (cross-entropy plus the
 layers' KL bound divided by the training-set size; ``--warmup E`` ramps the KL in over ``E``
-epochs with ``nf.layers.KLAnnealing``, off by default). Each model keeps the weights of its
-epoch with the best validation accuracy (``--select last``: the last epoch).
+epochs with ``nf.layers.KLAnnealing``, off by default). Each model is evaluated twice: with
+the weights of its last epoch and with those of its epoch with the best validation accuracy;
+``--select`` picks the protocol of the headline numbers and of the figure (default ``best``).
+
+Several seeds (``--seeds 0,1,2,3,4``) repeat the comparison per seed (data split,
+initialisation, posterior draws; no figure) and write per-seed metrics of both protocols, their
+means and standard deviations and the per-seed MNF-minus-LeNet differences to
+``experiments/results/mnf_rotation_seeds.json``, and print them as a markdown table.
 
 Reported (``experiments/results/mnf_rotation.json``): test accuracy and expected calibration
 error (15 bins) on the 10,000 test digits (MNF: the mean of ``--test-samples`` posterior draws),
@@ -90,27 +96,42 @@ def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
     return out.astype(images.dtype)
 
 
+class BestWeights(tf_keras.callbacks.Callback):
+    """Keeps a copy of the weights of the epoch with the highest validation accuracy (the
+    first such epoch on ties), without restoring them: the caller evaluates the last epoch
+    first and then ``model.set_weights(callback.weights)``."""
+
+    def __init__(self, monitor: str = "val_accuracy") -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best = -np.inf
+        self.epoch = 0
+        self.weights: list | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.epoch = float(value), epoch + 1
+            self.weights = self.model.get_weights()
+
+
 def train(model: tf_keras.Model, data: nf.data.Splits, *, epochs: int, lr: float,
-          batch_size: int, warmup: int, seed: int, verbose: int, select: str) -> dict:
-    """Keras ``fit`` with Adam; MNF with a KL warm-up; with ``select="best"`` the weights of
-    the epoch with the best validation accuracy. Returns the history, the epoch kept and the
-    seconds."""
+          batch_size: int, warmup: int, seed: int, verbose: int) -> dict:
+    """Keras ``fit`` with Adam; MNF with a KL warm-up. The model ends with its last epoch's
+    weights; ``best_weights`` are those of the epoch with the best validation accuracy.
+    Returns the history, that epoch, its weights and the seconds."""
     tf_keras.utils.set_random_seed(seed)
     model.compile(tf_keras.optimizers.Adam(lr),
                   tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=False)
-    callbacks = [KLAnnealing(warmup)] if isinstance(model, MNFLeNet) else []
-    # Keras restores the best epoch at the end of training, stopped early or not.
-    best = tf_keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=epochs,
-                                            restore_best_weights=True)
-    if select == "best":
-        callbacks.append(best)
+    best = BestWeights("val_accuracy")
+    callbacks = [best] + ([KLAnnealing(warmup)] if isinstance(model, MNFLeNet) else [])
     start = time.time()
     history = model.fit(data.train, data.labels[0], batch_size=batch_size, epochs=epochs,
                         validation_data=(data.val, data.labels[1]), callbacks=callbacks,
                         verbose=verbose)
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-            "kept_epoch": best.best_epoch + 1 if select == "best" else epochs,
+            "best_epoch": best.epoch, "best_weights": best.weights,
             "train_seconds": time.time() - start}
 
 
@@ -124,6 +145,8 @@ def evaluate(model: tf_keras.Model, data: nf.data.Splits, *, samples: int, rotat
     result = {"test_accuracy": accuracy(probs, test_y),
               "test_ece_15_bins": expected_calibration_error(probs, test_y, bins=15),
               "test_nll": nll, "test_mean_entropy": float(predictive_entropy(probs).mean()),
+              # above the accuracy: overconfident on average; below: underconfident
+              "test_mean_confidence": float(probs.max(axis=-1).mean()),
               "test_samples": samples}
     digits = data.test[:rotated]
     per_angle = {}
@@ -206,70 +229,111 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rotated-samples", type=int, default=10)
     parser.add_argument("--violin-samples", type=int, default=500)
     parser.add_argument("--select", choices=["best", "last"], default="best",
-                        help="keep each model's epoch with the best validation accuracy, or the "
-                             "last epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "experiments" / "results" /
-                                             "mnf_rotation.json"))
+                        help="the protocol of the headline numbers and the figure: each "
+                             "model's epoch with the best validation accuracy, or its last "
+                             "epoch (both are always evaluated and recorded)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data split, the initialisation and the draws")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds: repeat the whole comparison once per seed "
+                             "and write per-seed metrics of both protocols with their means, "
+                             "standard deviations and MNF-minus-LeNet differences to --out "
+                             "(default experiments/results/mnf_rotation_seeds.json); no figure")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default experiments/results/mnf_rotation.json)")
     parser.add_argument("--figure", default=str(ROOT / "visualizations" / "mnf_rotation.png"))
     parser.add_argument("--verbose", type=int, default=2)
     args = parser.parse_args(argv)
-    wall = time.time()
+    chosen = args.models.split(",")
+    for name in chosen:
+        if name not in ("lenet", "mnf_lenet"):
+            raise SystemExit(f"--models: unknown model {name!r}; expected lenet and/or mnf_lenet")
+    results_dir = ROOT / "experiments" / "results"
+    if args.seeds is None:
+        out = Path(args.out or results_dir / "mnf_rotation.json")
+        results = run(args, args.seed, chosen, figure=Path(args.figure))
+    else:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        out = Path(args.out or results_dir / "mnf_rotation_seeds.json")
+        results = run_seeds(args, seeds, chosen)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, out)
+    print(f"wrote {out} in {results['wall_seconds']:.0f} s")
+    return results
 
+
+SCALARS = ("test_accuracy", "test_ece_15_bins", "test_nll", "rotated_entropy_60_180")
+
+
+def run(args: argparse.Namespace, seed: int, chosen: list[str],
+        figure: Path | None = None) -> dict:
+    """One comparison: train the chosen models with ``seed``, evaluate each at its last and at
+    its best-validation epoch, and (both models, ``figure`` given) draw the rotated 9 with the
+    ``--select`` protocol's weights."""
+    wall = time.time()
     data = nf.data.load("mnist", data_dir=args.data_dir, form="dequantized", flatten=False,
-                        seed=args.seed)
+                        seed=seed)
     if args.test_subset:
         data = data._replace(test=data.test[:args.test_subset],
                              labels=(*data.labels[:2], data.labels[2][:args.test_subset]))
     train_size = len(data.train)
-    print(f"MNIST: {train_size} training, {len(data.val)} validation, {len(data.test)} test "
-          f"digits (source {data.info.get('source')})", flush=True)
-    models = {
-        "lenet": LeNet(seed=args.seed),
-        "mnf_lenet": MNFLeNet(train_size=train_size, seed=args.seed, flow=args.flow,
-                              flow_layers=args.flow_layers,
-                              aux_flow_layers=args.aux_flow_layers,
-                              flow_hidden_units=(args.flow_hidden,),
-                              prior_stddev=args.prior_stddev, init_log_var=args.init_log_var),
+    print(f"seed {seed}. MNIST: {train_size} training, {len(data.val)} validation, "
+          f"{len(data.test)} test digits (source {data.info.get('source')})", flush=True)
+    builders = {
+        "lenet": lambda: LeNet(seed=seed),
+        "mnf_lenet": lambda: MNFLeNet(train_size=train_size, seed=seed, flow=args.flow,
+                                      flow_layers=args.flow_layers,
+                                      aux_flow_layers=args.aux_flow_layers,
+                                      flow_hidden_units=(args.flow_hidden,),
+                                      prior_stddev=args.prior_stddev,
+                                      init_log_var=args.init_log_var),
     }
     results: dict = {"data": {"train": train_size, "val": len(data.val), "test": len(data.test),
                               "source": data.info.get("source"),
                               "note": data.info.get("split_note")},
-                     "config": vars(args), "models": {}}
-    chosen = args.models.split(",")
+                     "config": {**vars(args), "seed": seed}, "select": args.select,
+                     "models": {}}
+    models = {}
     for name in chosen:
-        if name not in models:
-            raise SystemExit(f"--models: unknown model {name!r}; expected lenet and/or mnf_lenet")
-    models = {name: model for name, model in models.items() if name in chosen}
-    for name, model in models.items():
+        model = models[name] = builders[name]()
         epochs = args.epochs if name == "mnf_lenet" else (args.lenet_epochs or args.epochs)
         print(f"== {name}: {nf.diagnostics.count_parameters(model):,} trainable parameters, "
               f"{epochs} epochs", flush=True)
         fit = train(model, data, epochs=epochs, lr=args.lr, batch_size=args.batch_size,
-                    warmup=args.warmup, seed=args.seed, verbose=args.verbose,
-                    select=args.select)
+                    warmup=args.warmup, seed=seed, verbose=args.verbose)
         stochastic = name == "mnf_lenet"
-        metrics = evaluate(model, data, samples=args.test_samples if stochastic else 1,
-                           rotated=args.rotated,
-                           rotated_samples=args.rotated_samples if stochastic else 1,
-                           seed=args.seed)
+        protocols = {}
+        last_weights = model.get_weights()
+        for protocol in ("last", "best"):  # the model holds its last epoch's weights first
+            if protocol == "best":
+                model.set_weights(fit["best_weights"])
+            kept = fit["best_epoch"] if protocol == "best" else epochs
+            metrics = evaluate(model, data, samples=args.test_samples if stochastic else 1,
+                               rotated=args.rotated,
+                               rotated_samples=args.rotated_samples if stochastic else 1,
+                               seed=seed)
+            protocols[protocol] = {"kept_epoch": kept,
+                                   "val_accuracy": fit["history"]["val_accuracy"][kept - 1],
+                                   **metrics}
+            if stochastic:
+                protocols[protocol]["kl_bound_nats"] = float(model.kl_divergence(seed))
         results["models"][name] = {
             "trainable_parameters": nf.diagnostics.count_parameters(model), "epochs": epochs,
-            "kept_epoch": fit["kept_epoch"],
-            "val_accuracy": fit["history"]["val_accuracy"][fit["kept_epoch"] - 1], **metrics,
+            **protocols[args.select], "protocols": protocols,
             "train_seconds": fit["train_seconds"], "history": fit["history"]}
-        if stochastic:
-            results["models"][name]["kl_bound_nats"] = float(model.kl_divergence(args.seed))
-        print(json.dumps({k: v for k, v in results["models"][name].items()
-                          if k not in ("history", "rotated_per_angle")}), flush=True)
+        if args.select == "last":  # the figure below uses the last epoch's weights
+            model.set_weights(last_weights)
+        print(json.dumps({protocol: {k: v for k, v in m.items() if k != "rotated_per_angle"}
+                          for protocol, m in protocols.items()}), flush=True)
 
-    figure = Path(args.figure)
-    if len(models) == 2:
+    if figure is not None and len(models) == 2:
         nines = np.flatnonzero(data.labels[2] == 9)
         digit = data.test[nines[0]]
         rotated = np.stack([rotate_images(digit[None], a)[0] for a in VIOLIN_ANGLES])
         mnf_probs = np.swapaxes(models["mnf_lenet"].predict_samples(
-            rotated, samples=args.violin_samples, seed=args.seed), 0, 1)  # [angles, draws, 10]
+            rotated, samples=args.violin_samples, seed=seed), 0, 1)  # [angles, draws, 10]
         lenet_probs = models["lenet"].predict_proba(rotated, samples=1)
         figure.parent.mkdir(parents=True, exist_ok=True)
         plot_rotation(digit, mnf_probs, lenet_probs, figure, label=9)
@@ -277,21 +341,79 @@ def main(argv: list[str] | None = None) -> dict:
                              "mnf_mean_probs": mnf_probs.mean(axis=1).round(4).tolist(),
                              "mnf_std_probs": mnf_probs.std(axis=1).round(4).tolist(),
                              "lenet_probs": lenet_probs.round(4).tolist()}
-    else:
+    elif figure is not None:
         print("one model only: no figure")
     results["wall_seconds"] = time.time() - wall
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, out)
-    summary = {name: {k: m[k] for k in ("test_accuracy", "test_ece_15_bins",
-                                         "rotated_entropy_60_180", "trainable_parameters")}
+    summary = {name: {k: m[k] for k in (*SCALARS, "kept_epoch", "trainable_parameters")}
                for name, m in results["models"].items()}
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {out} (and the figure {figure} when both models ran) in "
-          f"{results['wall_seconds']:.0f} s")
+    print(json.dumps(summary, indent=2), flush=True)
     return results
+
+
+def summarize_seeds(per_seed: dict[int, dict]) -> dict:
+    """Mean and sample standard deviation over seeds of each model's scalar metrics per
+    protocol and, with both models, of the per-seed MNF-minus-LeNet differences, with the
+    number of seeds in which MNF's ECE is the lower."""
+    summary: dict = {}
+    first = next(iter(per_seed.values()))
+    for protocol in ("best", "last"):
+        block: dict = {}
+        for name in first:
+            block[name] = {k: _mean_sd([r[name][protocol][k] for r in per_seed.values()])
+                           for k in (*SCALARS, "kept_epoch")}
+        if {"lenet", "mnf_lenet"} <= set(first):
+            diffs = {k: [r["mnf_lenet"][protocol][k] - r["lenet"][protocol][k]
+                         for r in per_seed.values()] for k in SCALARS}
+            block["mnf_minus_lenet"] = {k: _mean_sd(v) for k, v in diffs.items()}
+            block["seeds_mnf_ece_lower"] = int(sum(d < 0 for d in diffs["test_ece_15_bins"]))
+            block["seeds"] = len(per_seed)
+        summary[protocol] = block
+    return summary
+
+
+def seeds_table(summary: dict) -> str:
+    """Markdown table of :func:`summarize_seeds`: mean +/- standard deviation over seeds."""
+    names = {"lenet": "LeNet", "mnf_lenet": "MNF LeNet", "mnf_minus_lenet": "MNF - LeNet"}
+    lines = ["| protocol | model | test accuracy (%) | test ECE | test NLL | "
+             "entropy 60-180 deg (nats) | epoch kept (mean) |", "|---|---|---|---|---|---|---|"]
+    for protocol, block in summary.items():
+        for name, label in names.items():
+            if name not in block:
+                continue
+            m = block[name]
+            cells = [f"{100 * m['test_accuracy']['mean']:.2f} +/- "
+                     f"{100 * m['test_accuracy']['sd']:.2f}"]
+            cells += [f"{m[k]['mean']:.4f} +/- {m[k]['sd']:.4f}"
+                      for k in ("test_ece_15_bins", "test_nll", "rotated_entropy_60_180")]
+            cells.append(f"{m['kept_epoch']['mean']:.1f}" if "kept_epoch" in m else
+                         f"MNF lower ECE in {block['seeds_mnf_ece_lower']} of "
+                         f"{block['seeds']} seeds")
+            lines.append(f"| {protocol} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "sd": sd, "values": values.tolist()}
+
+
+def run_seeds(args: argparse.Namespace, seeds: list[int], chosen: list[str]) -> dict:
+    """The comparison once per seed (no figure), and its summary over seeds."""
+    wall = time.time()
+    per_seed = {}
+    for seed in seeds:
+        result = run(args, seed, chosen)
+        per_seed[seed] = {name: {protocol: {k: m["protocols"][protocol][k]
+                                            for k in (*SCALARS, "kept_epoch")}
+                                 for protocol in ("best", "last")}
+                          for name, m in result["models"].items()}
+        data = result["data"]
+    summary = summarize_seeds(per_seed)
+    print(seeds_table(summary), flush=True)
+    return {"data": data, "config": vars(args), "seeds": seeds,
+            "per_seed": {str(k): v for k, v in per_seed.items()}, "summary": summary,
+            "wall_seconds": time.time() - wall}
 
 
 if __name__ == "__main__":

@@ -3,26 +3,18 @@ Markdown table and a JSON whose every measured cell and ratio is a finite positi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "speed.py"
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def speed() -> Any:
-    spec = importlib.util.spec_from_file_location("benchmark_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_speed"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/speed.py", "benchmark_speed")
 
 
 def _number(cell: str) -> float:

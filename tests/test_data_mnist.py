@@ -4,19 +4,18 @@
 import gzip
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_fixtures import FIX, fixture_digits, mnist_layout, write_pixel_csv
 
 import normalizingflows.data as nfd
 from normalizingflows.data.files import verify_checksum
-from normalizingflows.data.mnist import IDX_FILES, read_idx, read_pixel_csv, write_idx
+from normalizingflows.data.mnist import IDX_FILES, read_idx, read_pixel_csv
 
 SHARED = Path(os.environ.get("NF_SHARED_DATA",
                              Path(__file__).resolve().parents[2] / "shared" / "data"))
-FIX = Path(__file__).resolve().parent / "fixtures" / "mnist"
 REAL = SHARED / "mnist"
 needs_real = pytest.mark.skipif(not (REAL / "t10k-images-idx3-ubyte.gz").is_file(),
                                 reason="shared/data/mnist absent")
@@ -41,7 +40,7 @@ def test_real_test_idx_checksum_and_counts():
 
 
 @needs_real
-def test_real_partial_layout():
+def test_real_partialmnist_layout():
     s = nfd.load("mnist", data_dir=SHARED)
     assert s.info["source"] == "partial" and s.info["partial"]
     assert s.train.shape == (4167, 784) and s.val.shape == (833, 784)
@@ -57,20 +56,8 @@ def test_real_partial_layout():
     assert 0 <= sub.train.min() and sub.train.max() < 1
 
 
-def _layout(tmp_path, n_train=60_000):
-    d = tmp_path / "mnist"
-    d.mkdir()
-    for name in ("t10k-images-300-idx3-ubyte.gz", "t10k-labels-300-idx1-ubyte.gz"):
-        shutil.copy(FIX / name, d / name.replace("-300", ""))
-    rng = np.random.default_rng(0)
-    if n_train:
-        write_idx(d / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)))
-        write_idx(d / "train-labels-idx1-ubyte", np.arange(n_train) % 10)
-    return d
-
-
 def test_full_idx_split(tmp_path):
-    _layout(tmp_path)
+    mnist_layout(tmp_path)
     s = nfd.load("mnist", data_dir=tmp_path)
     assert s.info["source"] == "idx" and not s.info["partial"]
     assert (len(s.train), len(s.val), len(s.test)) == (50_000, 10_000, 300)
@@ -81,12 +68,11 @@ def test_full_idx_split(tmp_path):
 
 
 def test_csv_layout_and_errors(tmp_path):
-    d = _layout(tmp_path, n_train=0)
-    x = read_idx(FIX / "t10k-images-300-idx3-ubyte.gz").reshape(300, -1)
-    y = read_idx(FIX / "t10k-labels-300-idx1-ubyte.gz")
+    d = mnist_layout(tmp_path, n_train=0)
+    x, y = fixture_digits()
+    x = x.reshape(300, -1)
     rows = np.column_stack([x, y]).astype(int)
-    with gzip.open(d / "mnist_5k.csv.gz", "wt") as f:
-        np.savetxt(f, rows, fmt="%d", delimiter=",")
+    write_pixel_csv(d / "mnist_5k.csv.gz", rows)
     cx, cy = read_pixel_csv(d / "mnist_5k.csv.gz")
     np.testing.assert_array_equal(cx, x)
     np.testing.assert_array_equal(cy, y)
@@ -96,8 +82,7 @@ def test_csv_layout_and_errors(tmp_path):
     np.testing.assert_array_equal(s.train, s2.train)
     with pytest.raises(nfd.MissingDataError, match="train-images"):
         nfd.load("mnist", data_dir=tmp_path, source="idx")
-    with gzip.open(d / "mnist_5k.csv.gz", "wt") as f:
-        np.savetxt(f, rows[:, 1:], fmt="%d", delimiter=",")
+    write_pixel_csv(d / "mnist_5k.csv.gz", rows[:, 1:])
     with pytest.raises(nfd.DataFormatError, match="785"):
         nfd.load("mnist", data_dir=tmp_path)
 
@@ -105,7 +90,7 @@ def test_csv_layout_and_errors(tmp_path):
 def test_truncated_idx_and_missing(tmp_path):
     with pytest.raises(nfd.MissingDataError, match="download=True"):
         nfd.load("mnist", data_dir=tmp_path)
-    d = _layout(tmp_path, n_train=100)
+    d = mnist_layout(tmp_path, n_train=100)
     blob = (d / "train-images-idx3-ubyte").read_bytes()
     (d / "train-images-idx3-ubyte").write_bytes(blob[:-10])
     with pytest.raises(nfd.DataFormatError, match="truncated"):
@@ -143,5 +128,5 @@ def test_tfds_optional(tmp_path):
     with pytest.raises(nfd.MissingDataError, match="tensorflow_datasets"):
         nfd.load("mnist", data_dir=tmp_path, source="tfds")
     with pytest.raises(ValueError, match="classes"):
-        _layout(tmp_path, n_train=20)
+        mnist_layout(tmp_path, n_train=20)
         nfd.load("mnist", data_dir=tmp_path, classes=(11,))

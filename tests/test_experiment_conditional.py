@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "conditional.py"
+from scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def conditional():
-    spec = importlib.util.spec_from_file_location("experiment_conditional", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/conditional.py", "experiment_conditional")
 
 
 @pytest.mark.parametrize("k", [1.0, -0.5])
