@@ -70,8 +70,9 @@ def test_quick_run_nf_vs_tfp(speed: Any, tmp_path: Path) -> None:
         values = [_number(c) for c in row[2:]]
         assert all(math.isfinite(v) and v > 0 for v in values), row
         assert row[5].endswith("x") and row[6].endswith("x")
-        assert values[3] == pytest.approx(values[0] / values[1], rel=0.02)
-        assert values[4] == pytest.approx(values[0] / values[2], rel=0.02)
+        # The ratios are printed with two decimals: 0.11x may stand for 0.1077.
+        assert values[3] == pytest.approx(values[0] / values[1], rel=0.02, abs=0.006)
+        assert values[4] == pytest.approx(values[0] / values[2], rel=0.02, abs=0.006)
     head, rows = _table(text, "flow | matmuls")
     assert [r[0] for r in rows] == ["maf"]
     assert all(_number(c) > 0 for c in rows[0][1:]), rows
@@ -93,3 +94,4 @@ def test_missing_torch_skips_peers(speed: Any, monkeypatch: pytest.MonkeyPatch,
     assert set(payload["skipped_systems"]) == {"zuko", "nflows"}
     assert payload["results"] == [] and payload["columns"] == []
     assert "zuko: not run (torch not importable (test))" in capsys.readouterr().out
+
