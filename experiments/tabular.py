@@ -159,12 +159,13 @@ def gaussian_loglik(train: np.ndarray, x: np.ndarray) -> np.ndarray:
             - 0.5 * d * math.log(2 * math.pi))
 
 
-def build_flow(model: str, features: int, hidden: int, activation: str, seed: int) -> Any:
+def build_flow(model: str, features: int, hidden: int, activation: str, seed: int,
+               dtype: str = "float32") -> Any:
     """The catalog flow of a recipe, with the L2 penalty added to its training loss."""
     recipe = MODELS[model]
     kwargs = {k: v for k, v in recipe.items() if k not in (*_TRAINING_KEYS, "flow")}
     flow = nf.flows.build(recipe["flow"], features, hidden_units=[hidden, hidden],
-                          activation=activation, seed=seed, **kwargs)
+                          activation=activation, seed=seed, dtype=dtype, **kwargs)
     flow.log_prob(tf.zeros([2, features]))  # create every variable
     if recipe["l2"]:
         kernels = [v for v in flow.trainable_variables if "kernel" in v.name]
@@ -222,7 +223,9 @@ def table(path: Path = RESULTS) -> str:
            "|---|---|---|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
         minutes = float(r["total_seconds"]) / 60
-        protocol = r["protocol"].split(":")[0]  # the name; the CSV has the whole sentence
+        # The name and the variations (hidden width, dtype, ...); the CSV has the whole text.
+        protocol = "; ".join([r["protocol"].split(";")[0].split(":")[0].strip(),
+                              *(p.strip() for p in r["protocol"].split(";")[1:])])
         out.append(f"| {r['dataset']} | {r['model']} | {protocol} | "
                    f"{int(r['train_rows']):,} | {float(r['test_loglik']):.2f} +/- "
                    f"{float(r['test_pm2se']):.2f} | {r['published'] or '-'} | "
@@ -239,6 +242,10 @@ def run(args: argparse.Namespace) -> dict:
                                                    args.n_train, args.trust_pickle)
     if args.hidden:
         protocol += f"; hidden {hidden}"
+    if args.dtype != "float32":
+        protocol += f"; {args.dtype}"
+    if args.no_jit:
+        protocol += "; no XLA"
     features = train.shape[1]
     print(f"{args.dataset} / {args.model}: train {len(train):,}, val {len(val):,}, "
           f"test {len(test):,}, D = {features} ({protocol})", flush=True)
@@ -252,8 +259,13 @@ def run(args: argparse.Namespace) -> dict:
                    parameters=features + features * (features + 1) // 2)
         seconds = total = time.time() - start
     else:
-        flow = build_flow(args.model, features, hidden, width["activation"], args.seed)
-        checkpoint = Path(args.checkpoint_dir) / f"{args.dataset}_{args.model}"
+        flow = build_flow(args.model, features, hidden, width["activation"], args.seed,
+                          args.dtype)
+        # One folder per row of the CSV: a variation (width, dtype) is a run of its own.
+        variation = "".join([f"_h{hidden}" if args.hidden else "",
+                             "" if args.dtype == "float32" else f"_{args.dtype}",
+                             "_nojit" if args.no_jit else ""])
+        checkpoint = Path(args.checkpoint_dir) / f"{args.dataset}_{args.model}{variation}"
         compute_file = checkpoint / "compute.json"
         before = 0.0
         if args.resume and compute_file.is_file():
@@ -265,6 +277,7 @@ def run(args: argparse.Namespace) -> dict:
             lr=recipe["lr"], schedule=recipe["schedule"], clipnorm=recipe["clipnorm"],
             patience=recipe["patience"], checkpoint_dir=checkpoint, resume=args.resume,
             seed=args.seed, verbose=args.verbose, batch_norm="train",
+            jit_compile=not args.no_jit,
             callbacks=[compute, *limit])
         if result.nonfinite:
             raise RuntimeError(result.nonfinite["message"])
@@ -323,6 +336,10 @@ def main(argv: list[str] | None = None) -> dict | str:
     parser.add_argument("--n-train", type=int, default=None,
                         help="use only the first N training rows (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="mixed_bfloat16: bfloat16 network matmuls, float32 log-dets")
+    parser.add_argument("--no-jit", action="store_true",
+                        help="train under a plain tf.function instead of XLA")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="GAS: read ethylene_CO.pickle placed by hand (its checksum is "
                              "verified only when nf.data.download extracted it)")

@@ -115,6 +115,7 @@ def make_flow(name: str, features: int, kwargs: dict, dtype: str = "float32", se
     """
     flow = nf.flows.build(name, features, dtype=dtype, seed=seed, **kwargs)
     perturb(flow, scale=scale, seed=seed)
+    dtype = flow.dtype  # float32 for a mixed policy
     c = context(64, seed=seed + 1, dtype=dtype) if flow.conditional else None
     flow.log_prob(data(features, n=64, seed=seed + 1, dtype=dtype), c, training=True)
     return flow

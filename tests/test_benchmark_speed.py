@@ -95,3 +95,18 @@ def test_missing_torch_skips_peers(speed: Any, monkeypatch: pytest.MonkeyPatch,
     assert payload["results"] == [] and payload["columns"] == []
     assert "zuko: not run (torch not importable (test))" in capsys.readouterr().out
 
+
+def test_mixed_precision_quick_run(tmp_path: Path) -> None:
+    mixed = load_script("benchmarks/mixed_precision.py", "benchmark_mixed_precision")
+    out = tmp_path / "MIXED.md"
+    payload = mixed.main(["--quick", "--flows", "maf", "--out", str(out)])
+    columns = [m[0] for m in mixed.MODES]
+    cells = {(r["metric"], r["column"]): r["rate"] for r in payload["results"]}
+    assert set(cells) == {(m, c) for m in ("train", "log_prob") for c in columns}
+    assert all(math.isfinite(r) and r > 0 for r in cells.values())
+    head, rows = _table(out.read_text(), "D | batch")
+    assert head[4:8] == columns and len(rows) == 2
+    for row in rows:
+        values = [_number(c) for c in row[4:]]
+        assert values[4] == pytest.approx(values[1] / values[0], rel=0.02, abs=0.006)
+    assert json.loads(out.with_suffix(".json").read_text())["results"] == payload["results"]

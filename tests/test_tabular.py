@@ -65,6 +65,24 @@ def test_gas_made_on_the_archive_pickle(tmp_path):
     assert row["train_rows"] == 810 and row["ended"] == "epochs"
 
 
+def test_gas_made_mixed_bfloat16_is_its_own_row(tmp_path):
+    pd = pytest.importorskip("pandas", reason="GAS is a pandas DataFrame pickle")
+    values, columns = gas_table(600)
+    (tmp_path / "gas").mkdir()
+    with open(tmp_path / "gas/ethylene_CO.pickle", "wb") as f:
+        pickle.dump(pd.DataFrame(values, columns=columns), f)
+    args = ["--dataset", "gas", "--model", "made", "--data-dir", str(tmp_path), "--epochs", "1",
+            "--trust-pickle"]
+    _run(tmp_path, *args)
+    row, rows = _run(tmp_path, *args, "--dtype", "mixed_bfloat16", "--no-jit")
+    _check(row)
+    assert row["protocol"].endswith("; mixed_bfloat16; no XLA")
+    assert len(rows) == 2  # next to the float32 row, not in its place
+    assert "val-as-train" not in tabular.table(tmp_path / "results.csv")
+    assert "published splits; hidden 8; mixed_bfloat16; no XLA" in tabular.table(
+        tmp_path / "results.csv")
+
+
 def test_hepmass_made_mog(tmp_path):
     write_hepmass(tmp_path / "hepmass", 2000, 600)
     row, _ = _run(tmp_path, "--dataset", "hepmass", "--model", "made_mog", "--data-dir",

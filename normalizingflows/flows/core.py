@@ -121,6 +121,8 @@ class Flow(tf_keras.Model):
         self.exact_inverse = bool(exact_inverse)
         # Kept as JSON text: Keras would wrap a dict attribute in a tracking wrapper.
         self._spec_json = json.dumps(spec or {})
+        #: ``dtype``, or the mixed policy its networks run under (``"mixed_bfloat16"``).
+        self.precision = dtype
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
 
     # ------------------------------------------------------------------ properties

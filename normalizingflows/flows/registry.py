@@ -5,6 +5,10 @@ Every constructor takes ``features`` first, then keyword-only arguments from one
 ``context_features``, ``order``, ``batch_norm``, ``seed`` (plus ``dtype`` and a few
 flow-specific switches). :func:`register` checks that vocabulary once for all flows and records
 the arguments so that ``Flow.get_config`` can rebuild the flow.
+
+``dtype`` is ``"float32"``, ``"float64"`` or the mixed policy ``"mixed_bfloat16"``: the flow is
+then built in float32 with its networks under that Keras policy (bfloat16 matmuls, float32
+variables, transformers and log-dets; see :mod:`normalizingflows.nn.precision`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.precision import MIXED_POLICIES, is_mixed, precision_scope
 from .core import FAST_DIRECTIONS, Flow
 
 __all__ = ["Entry", "register", "catalog", "entries", "build", "hidden_units_tuple",
@@ -101,8 +106,9 @@ def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_featu
                 raise ValueError(f"{key} must be an int >= {low}; got {value!r}")
     if "bound" in kwargs and not float(kwargs["bound"]) > 0:
         raise ValueError(f"bound must be > 0; got {kwargs['bound']!r}")
-    if "dtype" in kwargs and kwargs["dtype"] not in ("float32", "float64"):
-        raise TypeError(f"dtype must be 'float32' or 'float64'; got {kwargs['dtype']!r}")
+    if "dtype" in kwargs and kwargs["dtype"] not in ("float32", "float64", *MIXED_POLICIES):
+        raise TypeError(f"dtype must be 'float32', 'float64' or one of {MIXED_POLICIES}; got "
+                        f"{kwargs['dtype']!r}")
     if "hidden_units" in kwargs:
         hidden_units_tuple(kwargs["hidden_units"])
     if "image_shape" in kwargs:
@@ -152,7 +158,13 @@ def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_in
             all_kwargs = dict(bound_args.arguments)
             all_kwargs.pop("features")
             _check_arguments(name, features, all_kwargs, min_features)
-            flow = fn(features, **kwargs)
+            policy = kwargs.get("dtype")
+            if is_mixed(policy):  # float32 flow, networks under the mixed policy
+                with precision_scope(policy):
+                    flow = fn(features, **{**kwargs, "dtype": "float32"})
+                flow.precision = policy
+            else:
+                flow = fn(features, **kwargs)
             flow._spec_json = json.dumps({"flow": name, "features": features,
                                           "kwargs": {k: _jsonable(v) for k, v in kwargs.items()}})
             return flow

@@ -5,6 +5,7 @@ from .conv import ConvNet
 from .made import MADE, hidden_degrees, input_degrees
 from .mlp import MLP
 from .pixelcnn import PixelCNN, channel_groups, pixelcnn_mask
+from .precision import MIXED_POLICIES, precision_scope
 
-__all__ = ["ConvNet", "MADE", "MLP", "PixelCNN", "channel_groups", "hidden_degrees",
-           "input_degrees", "pixelcnn_mask"]
+__all__ = ["ConvNet", "MADE", "MLP", "MIXED_POLICIES", "PixelCNN", "channel_groups",
+           "hidden_degrees", "input_degrees", "pixelcnn_mask", "precision_scope"]

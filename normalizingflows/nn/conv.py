@@ -7,6 +7,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from .precision import layer_dtype
+
 __all__ = ["ConvNet"]
 
 
@@ -28,7 +30,8 @@ class ConvNet(tf_keras.layers.Layer):
         kernel_size: Spatial size of the input, block and output kernels.
         context_features: Width ``E`` of an optional context, else ``None``.
         seed: Seed of the initialisers.
-        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``).
+        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``; a mixed policy
+            such as ``"mixed_bfloat16"`` computes in bfloat16 and returns float32).
 
     Example:
         >>> net = ConvNet(2, 4, hidden_channels=8, blocks=1)
@@ -41,6 +44,7 @@ class ConvNet(tf_keras.layers.Layer):
     def __init__(self, in_channels: int, out_channels: int, *, hidden_channels: int = 64,
                  blocks: int = 1, activation: str = "relu", kernel_size: int = 3,
                  context_features: int | None = None, seed: int = 0, **kwargs: Any) -> None:
+        kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -50,7 +54,7 @@ class ConvNet(tf_keras.layers.Layer):
         def conv(width: int, size: int, i: int, init: Any = None) -> tf_keras.layers.Conv2D:
             init = init or tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i)
             return tf_keras.layers.Conv2D(width, size, padding="same", kernel_initializer=init,
-                                          dtype=self.dtype, name=f"conv_{i}")
+                                          dtype=self.dtype_policy, name=f"conv_{i}")
 
         hidden = int(hidden_channels)
         self.first = conv(hidden, kernel_size, 0)
@@ -67,7 +71,7 @@ class ConvNet(tf_keras.layers.Layer):
         if self.context_features:
             for b in range(int(blocks) + 1):
                 dense = tf_keras.layers.Dense(
-                    hidden, dtype=self.dtype, name=f"context_{b}",
+                    hidden, dtype=self.dtype_policy, name=f"context_{b}",
                     kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919
                                                                            + 500 + b))
                 dense.build((None, self.context_features))
@@ -79,8 +83,8 @@ class ConvNet(tf_keras.layers.Layer):
         ``[N, H, W, out_channels]``."""
         if context is not None and not self.context_features:
             raise ValueError("context was given but this ConvNet has context_features=None")
-        h = self.first(tf.convert_to_tensor(inputs, dtype=self.dtype))
-        bias = ([tf.cast(d(context), self.dtype)[:, None, None, :] for d in self.context]
+        h = self.first(tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype))
+        bias = ([tf.cast(d(context), self.compute_dtype)[:, None, None, :] for d in self.context]
                 if context is not None else [])
         if bias:
             h = h + bias[0]
@@ -89,4 +93,4 @@ class ConvNet(tf_keras.layers.Layer):
             if bias:
                 r = r + bias[i + 1]
             h = h + r
-        return self.last(self.activation(h))
+        return tf.cast(self.last(self.activation(h)), self.dtype)  # float32 when mixed

@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from .precision import layer_dtype
+
 __all__ = ["MADE", "input_degrees", "hidden_degrees", "ORDERS"]
 
 #: Bytes of hidden-unit caches the incremental solve keeps per chunk of rows (see
@@ -111,7 +113,10 @@ class MADE(tf_keras.layers.Layer):
             nor multiplied (``blocks=3`` skips about a third of the multiply-adds). ``1`` is
             one dense kernel per layer, as is any layer with fewer than ``2 * MIN_BLOCK_UNITS``
             units. The map, and the initial values drawn from ``seed``, do not depend on it.
-        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``).
+        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``). A mixed Keras
+            policy (``dtype="mixed_bfloat16"``, see :mod:`normalizingflows.nn.precision`)
+            keeps the variables in float32 and runs the matmuls in bfloat16; the parameters
+            come out in float32 either way.
 
     Example:
         >>> made = MADE(3, params=2, hidden_units=(8,))
@@ -128,6 +133,7 @@ class MADE(tf_keras.layers.Layer):
                  context_features: int | None = None, output_initializer: Any = "zeros",
                  output_bias_initializer: Any = "zeros", seed: int = 0, blocks: int = 3,
                  **kwargs) -> None:
+        kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.features = int(features)
         self.params = int(params)
@@ -142,7 +148,7 @@ class MADE(tf_keras.layers.Layer):
         #: Rows the incremental solve takes at once; larger batches are solved in equal chunks
         #: of at most this many rows, one after the other (see :meth:`solve`).
         self.solve_rows = max(256, SOLVE_CACHE_BYTES // (
-            tf.as_dtype(self.dtype).size * max(1, sum(self.hidden_units))))
+            tf.as_dtype(self.compute_dtype).size * max(1, sum(self.hidden_units))))
         out_degrees = np.repeat(self.degrees, self.params)
         masks = [d_out[None, :] >= d_in[:, None]
                  for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)]
@@ -202,7 +208,8 @@ class MADE(tf_keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Map ``inputs [..., D]`` (and ``context [..., C]``) to ``params [..., D, params]``."""
-        x = tf.convert_to_tensor(inputs, dtype=self.dtype)
+        cd = self.compute_dtype
+        x = tf.cast(tf.convert_to_tensor(inputs), cd)
         batch_shape = tf.shape(x)[:-1]
         if context is not None and self.context_kernel is None:
             raise ValueError("context was given but this MADE has context_features=None")
@@ -215,30 +222,33 @@ class MADE(tf_keras.layers.Layer):
         for i, bias in enumerate(self.biases):
             units = self._masks[i].shape[1]
             parts = [tf.matmul(kernel, h[:prefix], transpose_a=True) if kernel is not None
-                     else tf.zeros([size, 1], self.dtype) * ones  # units no input reaches
+                     else tf.zeros([size, 1], cd) * ones  # units no input reaches
                      for kernel, prefix, size in self._column_groups(i)]
             pre = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
             if i == n - 1 and not np.array_equal(self._out_order, np.arange(units)):
                 pre = tf.gather(pre, self._out_inverse)
-            pre = pre + bias[:, None]
+            pre = pre + tf.cast(bias, cd)[:, None]
             if i == 0 and context is not None:
-                context = tf.reshape(tf.cast(context, self.dtype),
-                                     [-1, self.context_kernel.shape[0]])
-                pre = pre + tf.matmul(self.context_kernel, context, transpose_a=True,
-                                      transpose_b=True)
+                context = tf.reshape(tf.cast(context, cd), [-1, self.context_kernel.shape[0]])
+                pre = pre + tf.matmul(tf.cast(self.context_kernel, cd), context,
+                                      transpose_a=True, transpose_b=True)
             h = pre if i == n - 1 else self.activation(pre)
         shape = tf.concat([batch_shape, [self.features, self.params]], axis=0)
-        return tf.reshape(tf.transpose(h), shape)
+        # Parameters in the variable dtype: float32 under a mixed policy, for the transformer.
+        return tf.reshape(tf.transpose(tf.cast(h, self.dtype)), shape)
 
-    def _column_groups(self, i: int) -> list[tuple[tf.Tensor | None, int, int]]:
+    def _column_groups(self, i: int, dtype: Any = None) -> list[tuple[tf.Tensor | None, int, int]]:
         """Layer ``i``'s units in sorted order as ``(masked kernel, input prefix, units)``
-        pieces; ``(None, 0, units)`` for a run of units no input reaches."""
+        pieces, kernels in ``dtype`` (default: the compute dtype); ``(None, 0, units)`` for a
+        run of units no input reaches."""
+        dtype = dtype or self.compute_dtype
         pieces, done = [], 0
         for kernel, mask, prefix, group in self.kernel_blocks[i]:
             if group[0] > done:
                 pieces.append((None, 0, int(group[0]) - done))
+            kernel = tf.cast(kernel, dtype)
             if mask is not None:
-                kernel = kernel * tf.constant(mask, self.dtype)
+                kernel = kernel * tf.constant(mask, dtype)
             pieces.append((kernel, prefix, len(group)))
             done = int(group[-1]) + 1
         if done < self._masks[i].shape[1]:
@@ -246,10 +256,14 @@ class MADE(tf_keras.layers.Layer):
         return pieces
 
     def dense_kernels(self) -> list[tf.Tensor | None]:
-        """The masked kernels as dense ``[inputs, units]`` tensors in the original order.
+        """The masked kernels as dense ``[inputs, units]`` tensors in the original order, in the
+        variable dtype.
 
         ``None`` for a layer the masks leave empty (only the bias and the context reach it).
         """
+        return self._dense_kernels(self.dtype)
+
+    def _dense_kernels(self, dtype: Any) -> list[tf.Tensor | None]:
         out = []
         for i, blocks in enumerate(self.kernel_blocks):
             if not blocks:
@@ -257,8 +271,9 @@ class MADE(tf_keras.layers.Layer):
                 continue
             rows, units = self._masks[i].shape
             dense = tf.concat([tf.pad(kernel, [[0, rows - prefix], [0, 0]]) if kernel is not None
-                               else tf.zeros([rows, size], self.dtype)
-                               for kernel, prefix, size in self._column_groups(i)], axis=1)
+                               else tf.zeros([rows, size], dtype)
+                               for kernel, prefix, size in self._column_groups(i, dtype)],
+                              axis=1)
             if i == 0 and not np.array_equal(self._in_order, np.arange(rows)):
                 dense = tf.gather(dense, np.argsort(self._in_order))
             if (i == len(self.kernel_blocks) - 1
@@ -268,8 +283,11 @@ class MADE(tf_keras.layers.Layer):
         return out
 
     def _masked_layers(self) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
-        return [(kernel, tf.convert_to_tensor(bias))
-                for kernel, bias in zip(self.dense_kernels(), self.biases, strict=True)]
+        cd = self.compute_dtype
+        # Tensors, not the variables (a same-dtype cast is the variable): XLA has no gather
+        # from a resource variable inside the solve's loop.
+        return [(kernel, tf.convert_to_tensor(tf.cast(bias, cd)))
+                for kernel, bias in zip(self._dense_kernels(cd), self.biases, strict=True)]
 
     def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
               context: tf.Tensor | None = None) -> tf.Tensor:
@@ -305,8 +323,10 @@ class MADE(tf_keras.layers.Layer):
         if context is not None:
             if self.context_kernel is None:
                 raise ValueError("context was given but this MADE has context_features=None")
-            context = tf.reshape(tf.cast(context, self.dtype), [-1, self.context_kernel.shape[0]])
-            context_pre = tf.transpose(tf.matmul(context, self.context_kernel))  # [H0 or DP, N]
+            context = tf.reshape(tf.cast(context, self.compute_dtype),
+                                 [-1, self.context_kernel.shape[0]])
+            context_pre = tf.transpose(tf.matmul(
+                context, tf.cast(self.context_kernel, self.compute_dtype)))  # [H0 or DP, N]
         layers = self._masked_layers()
         rows = tf.compat.dimension_value(z_t.shape[1])
         if rows is not None and rows <= self.solve_rows:
@@ -357,12 +377,14 @@ class MADE(tf_keras.layers.Layer):
             context_pre = tf.reshape(context_pre, [d, self.params, n])
         order_t = tf.constant(order)
 
+        cd = self.compute_dtype
+
         def body(k, x_t, *hidden):
             # Shapes come from tensors in the loop, not from a captured tf.shape: XLA needs them
             # static in the gradient loop too.
-            ones = tf.ones_like(x_t[:1])
+            ones = tf.ones_like(x_t[:1], dtype=cd)
             hidden = list(hidden)
-            below = x_t
+            below = tf.cast(x_t, cd)
             for j, ((kernel, bias), (starts, size)) in enumerate(
                     zip(layers[:-1], windows, strict=True)):
                 # gather, not a dynamic tf.slice: XLA cannot differentiate the latter.
@@ -383,12 +405,12 @@ class MADE(tf_keras.layers.Layer):
                                             transpose_a=True)
             if context_pre is not None and not self.hidden_units:
                 params = params + tf.gather(context_pre, i)
-            params = params * ones
+            params = tf.cast(params * ones, self.dtype)  # the transformer's dtype (float32)
             x_i = step(tf.transpose(params)[:, None, :], tf.gather(z_t, i)[:, None])
             x_t = tf.tensor_scatter_nd_update(x_t, [[i]], tf.transpose(x_i))
             return (k + 1, x_t, *hidden)
 
-        hidden0 = [tf.zeros([u, n], self.dtype) for u in self.hidden_units]
+        hidden0 = [tf.zeros([u, n], cd) for u in self.hidden_units]
         loop = tf.while_loop(lambda k, *_: k < d, body, (tf.constant(0), tf.zeros_like(z_t),
                                                           *hidden0),
                              maximum_iterations=d)

@@ -8,6 +8,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from .precision import layer_dtype
+
 __all__ = ["MLP"]
 
 
@@ -26,7 +28,8 @@ class MLP(tf_keras.layers.Layer):
         output_initializer: Initialiser of the last kernel (``"zeros"`` by default).
         output_bias_initializer: Initialiser of the last bias (``"zeros"`` by default).
         seed: Seed of the initialisers.
-        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``).
+        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``; a mixed policy
+            such as ``"mixed_bfloat16"`` computes in bfloat16 and returns float32).
 
     Example:
         >>> net = MLP(2, 6, hidden_units=(8,))
@@ -38,13 +41,14 @@ class MLP(tf_keras.layers.Layer):
                  hidden_units: Sequence[int] = (64, 64), activation: str = "relu",
                  context_features: int | None = None, output_initializer: Any = "zeros",
                  output_bias_initializer: Any = "zeros", seed: int = 0, **kwargs) -> None:
+        kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.context_features = context_features
         self.hidden = [
             tf_keras.layers.Dense(
-                units, activation=activation, dtype=self.dtype, name=f"hidden_{i}",
+                units, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}",
                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i))
             for i, units in enumerate(hidden_units)
         ]
@@ -53,7 +57,7 @@ class MLP(tf_keras.layers.Layer):
             out_init.seed = seed * 7919 + 997
         self.out = tf_keras.layers.Dense(out_features, kernel_initializer=out_init,
                                          bias_initializer=output_bias_initializer,
-                                         dtype=self.dtype, name="output")
+                                         dtype=self.dtype_policy, name="output")
         width = self.in_features + int(context_features or 0)
         for layer in self.hidden:
             layer.build((None, width))
@@ -63,11 +67,11 @@ class MLP(tf_keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Map ``inputs [..., in_features]`` to ``[..., out_features]``."""
-        h = tf.convert_to_tensor(inputs, dtype=self.dtype)
+        h = tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype)
         if context is not None:
             if not self.context_features:
                 raise ValueError("context was given but this MLP has context_features=None")
-            context = tf.cast(context, self.dtype)
+            context = tf.cast(context, self.compute_dtype)
             context = tf.broadcast_to(context, tf.concat([tf.shape(h)[:-1],
                                                           tf.shape(context)[-1:]], 0))
             h = tf.concat([h, context], axis=-1)
@@ -77,5 +81,5 @@ class MLP(tf_keras.layers.Layer):
         h = tf.reshape(h, [-1, self.in_features + int(self.context_features or 0)])
         for layer in self.hidden:
             h = layer(h)
-        out = self.out(h)
+        out = tf.cast(self.out(h), self.dtype)  # float32 under a mixed policy
         return tf.reshape(out, tf.concat([batch_shape, [self.out_features]], axis=0))

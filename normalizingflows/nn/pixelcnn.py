@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from .precision import layer_dtype
+
 __all__ = ["PixelCNN", "pixelcnn_mask", "channel_groups", "MASK_TYPES"]
 
 MASK_TYPES = ("A", "B")
@@ -116,7 +118,8 @@ class PixelCNN(tf_keras.layers.Layer):
             from its output bias; a random one breaks symmetry).
         output_bias_initializer: Initialiser of the output bias, ``[C * P]``.
         seed: Seed of every initialiser.
-        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``).
+        **kwargs: Passed to ``tf_keras.layers.Layer`` (``name``, ``dtype``; a mixed policy
+            such as ``"mixed_bfloat16"`` computes in bfloat16 and returns float32).
 
     Raises:
         ValueError: If a size is not positive or a kernel side is even.
@@ -137,6 +140,7 @@ class PixelCNN(tf_keras.layers.Layer):
                  activation: str = "relu", context_features: int | None = None,
                  output_initializer: Any = "zeros", output_bias_initializer: Any = "zeros",
                  seed: int = 0, **kwargs) -> None:
+        kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         for key, value, low in (("channels", channels, 1), ("params", params, 1),
                                 ("hidden_units", hidden_units, 1), ("blocks", blocks, 0)):
@@ -187,15 +191,16 @@ class PixelCNN(tf_keras.layers.Layer):
         return list(self._masks)
 
     def _conv(self, i: int, h: tf.Tensor, context: tf.Tensor | None) -> tf.Tensor:
-        kernel = self.kernels[i] * tf.constant(self._masks[i], self.dtype)
-        out = tf.nn.conv2d(h, kernel, strides=1, padding="SAME") + self.biases[i]
+        cd = self.compute_dtype
+        kernel = tf.cast(self.kernels[i], cd) * tf.constant(self._masks[i], cd)
+        out = tf.nn.conv2d(h, kernel, strides=1, padding="SAME") + tf.cast(self.biases[i], cd)
         if context is not None and self.context_kernels[i] is not None:
-            out = out + tf.matmul(context, self.context_kernels[i])[:, None, None, :]
+            out = out + tf.matmul(context, tf.cast(self.context_kernels[i], cd))[:, None, None, :]
         return out
 
     def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
         """Map images ``[..., H, W, C]`` (and ``context [..., E]``) to ``[..., H, W, C, P]``."""
-        x = tf.convert_to_tensor(inputs, dtype=self.dtype)
+        x = tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype)
         if x.shape.rank is not None and x.shape.rank < 3:
             raise ValueError(f"inputs must have shape [..., H, W, {self.channels}]; got shape "
                              f"{x.shape.as_list()}")
@@ -206,13 +211,13 @@ class PixelCNN(tf_keras.layers.Layer):
             if not self.context_features:
                 raise ValueError("context was given but this PixelCNN has "
                                  "context_features=None")
-            context = tf.reshape(tf.cast(context, self.dtype), [-1, self.context_features])
+            context = tf.reshape(tf.cast(context, self.compute_dtype), [-1, self.context_features])
         n = len(self._specs)
         h = self._conv(0, x, context)
         for b in range(self.blocks):
             r = self._conv(1 + 2 * b, self.activation(h), context)
             h = h + self._conv(2 + 2 * b, self.activation(r), context)
         h = self._conv(n - 2, self.activation(h), context)
-        out = self._conv(n - 1, self.activation(h), context)
+        out = tf.cast(self._conv(n - 1, self.activation(h), context), self.dtype)
         return tf.reshape(out, tf.concat([batch_shape, spatial, [self.channels, self.params]],
                                          axis=0))
