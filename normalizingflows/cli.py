@@ -157,7 +157,7 @@ def _load_splits(name: str, *, seed: int, n: int | None) -> Any:
 
 
 def _flow_kwargs(args: argparse.Namespace) -> dict:
-    kwargs = {k: getattr(args, k) for k in ("layers", "hidden_units", "bins")
+    kwargs = {k: getattr(args, k) for k in ("layers", "hidden_units", "bins", "dtype")
               if getattr(args, k, None) is not None}
     kwargs["seed"] = args.seed
     return kwargs
@@ -464,6 +464,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--hidden-units", type=_positive_int, dest="hidden_units",
                        help="width of the conditioner's two hidden layers")
         p.add_argument("--bins", type=int, help="spline bins (spline flows)")
+        p.add_argument("--dtype", choices=("float32", "mixed_bfloat16"), default=None,
+                       help="mixed_bfloat16: the networks in bfloat16, log-dets in float32")
         p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))

@@ -42,6 +42,16 @@ def test_train_writes_metrics_plots_and_checkpoint(trained):
     assert _leftovers(trained.parent) == []
 
 
+def test_train_in_mixed_bfloat16_saves_the_precision(tmp_path):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--dtype", "mixed_bfloat16", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_log_likelihood"])
+    import normalizingflows as nf
+
+    assert nf.load(out / "flow").precision == "mixed_bfloat16"
+
+
 def test_evaluate_and_sample_a_saved_flow(trained, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--checkpoint", str(trained), "--data", "moons", "--n", "1000"]) == 0
