@@ -45,6 +45,11 @@ _SPEC.loader.exec_module(speed)
 MODES = (("float32 XLA", "float32", True), ("bf16 XLA", "mixed_bfloat16", True),
          ("float32 graph", "float32", False), ("bf16 graph", "mixed_bfloat16", False))
 METRICS = ("train", "log_prob")
+#: Image flows are timed on MNIST-shaped rows with the size of experiments/mnist_flows.py.
+IMAGE_FLOWS = {"glow": {"layers": 8, "levels": 2, "hidden_units": 64, "blocks": 1,
+                        "image_shape": (28, 28, 1)},
+               "realnvp_image": {"layers": 2, "levels": 2, "hidden_units": 32, "blocks": 1,
+                                 "image_shape": (28, 28, 1)}}
 
 
 def _calls(flow_name: str, d: int, batch: int, cfg: Any, x: Any) -> dict[str, Any]:
@@ -53,9 +58,11 @@ def _calls(flow_name: str, d: int, batch: int, cfg: Any, x: Any) -> dict[str, An
     import normalizingflows as nf
 
     out = {}
+    kwargs = IMAGE_FLOWS.get(flow_name) or {"layers": cfg.layers,
+                                             "hidden_units": list(cfg.hidden)}
     for column, dtype, jit in MODES:
-        flow = nf.flows.build(flow_name, d, layers=cfg.layers, hidden_units=list(cfg.hidden),
-                              seed=0, dtype=dtype)
+        flow = nf.flows.build(flow_name, d, seed=0, dtype=dtype, **kwargs)
+        flow.log_prob(x, training=True)  # data-dependent initialisations (ActNorm)
         flow.compile(tf_keras.optimizers.Adam(cfg.lr), jit_compile=jit)
         import tensorflow as tf
 
@@ -79,30 +86,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     results = []
     start = time.perf_counter()
-    for d in args.features:
-        for batch in args.batches:
-            x = tf.constant(rng.standard_normal((batch, d)).astype(np.float32))
-            for flow in args.flows:
-                built = _calls(flow, d, batch, cfg, x)
-                rounds = {}
-                for column, calls in built.items():
-                    for metric in METRICS:
-                        prepared = speed._prepare(calls[metric], batch, cfg, sync=speed._tf_sync,
-                                                  compiled=True)
-                        rounds[column, metric] = (calls[metric], prepared)
-                best = {key: math.inf for key in rounds}
-                for _ in range(cfg.repeats):
-                    for key, (fn, iters) in rounds.items():
-                        if not isinstance(iters, speed.Timing):
-                            best[key] = min(best[key], speed._round(fn, iters, speed._tf_sync))
-                for (column, metric), (_, iters) in rounds.items():
-                    rate = (iters.rate if isinstance(iters, speed.Timing)
-                            else batch / best[column, metric])
-                    results.append({"features": d, "batch": batch, "flow": flow,
-                                    "metric": metric, "column": column, "rate": rate})
-                    print(f"[{time.perf_counter() - start:6.1f}s] D={d} batch={batch} {flow} "
-                          f"{metric:<8} {column:<13} {speed._fmt(rate):>10} samples/s",
-                          flush=True)
+    cases = [(flow, d, batch) for d in args.features for batch in args.batches
+             for flow in args.flows if flow not in IMAGE_FLOWS]
+    cases += [(flow, int(np.prod(IMAGE_FLOWS[flow]["image_shape"])), args.image_batch)
+              for flow in args.flows if flow in IMAGE_FLOWS]
+    for flow, d, batch in cases:
+        x = tf.constant(rng.standard_normal((batch, d)).astype(np.float32))
+        built = _calls(flow, d, batch, cfg, x)
+        rounds = {}
+        for column, calls in built.items():
+            for metric in METRICS:
+                prepared = speed._prepare(calls[metric], batch, cfg, sync=speed._tf_sync,
+                                          compiled=True)
+                rounds[column, metric] = (calls[metric], prepared)
+        best = {key: math.inf for key in rounds}
+        for _ in range(cfg.repeats):
+            for key, (fn, iters) in rounds.items():
+                if not isinstance(iters, speed.Timing):
+                    best[key] = min(best[key], speed._round(fn, iters, speed._tf_sync))
+        for (column, metric), (_, iters) in rounds.items():
+            rate = (iters.rate if isinstance(iters, speed.Timing)
+                    else batch / best[column, metric])
+            results.append({"features": d, "batch": batch, "flow": flow,
+                            "metric": metric, "column": column, "rate": rate})
+            print(f"[{time.perf_counter() - start:6.1f}s] D={d} batch={batch} {flow} "
+                  f"{metric:<8} {column:<13} {speed._fmt(rate):>10} samples/s",
+                  flush=True)
     return {"header": header, "config": dataclasses.asdict(cfg), "results": results}
 
 
@@ -122,7 +131,9 @@ def render(payload: dict[str, Any]) -> str:
              "Keras `train_step` on a fixed batch; best of "
              f"{cfg['repeats']} round-robin rounds of >= {cfg['min_time']:g} s; samples/s.",
              "- bf16 = `nf.flows.build(..., dtype=\"mixed_bfloat16\")`: network matmuls in "
-             "bfloat16, variables, transformers and log-dets in float32.", "",
+             "bfloat16, variables, transformers and log-dets in float32.",
+             "- image flows (" + ", ".join(IMAGE_FLOWS) + "): MNIST-shaped rows (D = 784), "
+             "the sizes of `experiments/mnist_flows.py`.", "",
              "| D | batch | flow | metric | " + " | ".join(columns)
              + " | bf16/f32 XLA | bf16/f32 graph | best bf16 / best f32 |",
              "|---:|---:|---|---|" + "---:|" * (len(columns) + 3)]
@@ -144,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--flows", nargs="+", default=["maf", "realnvp"])
     ap.add_argument("--features", nargs="+", type=int, default=[43])
     ap.add_argument("--batches", nargs="+", type=int, default=[256, 1024])
+    ap.add_argument("--image-batch", type=int, default=64,
+                    help="batch of the image flows (MNIST-shaped rows, D = 784)")
     ap.add_argument("--layers", type=int, default=5)
     ap.add_argument("--hidden", nargs="+", type=int, default=[512, 512])
     ap.add_argument("--repeats", type=int, default=3)
@@ -156,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.argv = argv
     if args.quick:
         args.features, args.batches, args.layers, args.hidden = [3], [16], 1, [8, 8]
+        args.image_batch = 2
         args.repeats, args.min_time = 1, 0.01
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     payload = run(args)

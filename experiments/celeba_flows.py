@@ -31,8 +31,10 @@ from common import TimeLimit, batched_log_prob  # noqa: E402
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
     add_training_arguments,
+    float32_copy,
     flow_kwargs,
     mean_logit_ldj,
+    relative,
     run_record,
     write_result,
 )
@@ -86,13 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
         xtr = np.concatenate([xtr, mirrored(xtr, shape)])
 
     kwargs = flow_kwargs(DEFAULTS[args.flow], args)
-    flow = nf.flows.build(args.flow, dims, image_shape=shape, seed=args.seed, **kwargs)
+    flow = nf.flows.build(args.flow, dims, image_shape=shape, seed=args.seed, dtype=args.dtype,
+                          **kwargs)
     params = nf.diagnostics.count_parameters(flow)
     name = f"{args.data}_{args.flow}{args.tag}"
     print(f"{name}: {params:,} parameters, train {len(xtr)} (flip={args.flip}), val {len(xva)}, "
           f"test {len(xte)}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr))
+    flow.compile(tf_keras.optimizers.Adam(args.lr), jit_compile=None if args.jit else False)
     callbacks = [BitsPerDim(mean_logit_ldj(xtr, lam), mean_logit_ldj(xva, lam), dims),
                  tf_keras.callbacks.EarlyStopping(patience=args.patience,
                                                   restore_best_weights=True),
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.time() - start
     flow.save(Path(args.out) / name)
 
-    bpd = nf.data.images.bits_per_dim(batched_log_prob(flow, xte, batch=100), xte, info)
+    bpd = nf.data.images.bits_per_dim(batched_log_prob(flow, xte, batch=100, jit=args.jit), xte,
+                                      info)
     result = {
         "data": args.data, "flow": args.flow,
         "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
@@ -112,6 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
         "data_source": info.get("source"), "flow_input": info["flow_input"],
         **run_record(history, train_seconds, bpd, args),
     }
+    if args.dtype != "float32":  # the same weights evaluated by the float32 flow
+        full = float32_copy(flow, args.flow, dims, args.seed, {"image_shape": shape, **kwargs})
+        b32 = nf.data.images.bits_per_dim(batched_log_prob(full, xte, batch=100, jit=args.jit),
+                                          xte, info)
+        result["test_bpd_float32_eval"] = round(float(b32.mean()), 4)
 
     def pixels(rows: np.ndarray) -> np.ndarray:
         return nf.data.images.to_pixels(rows, info)
@@ -121,9 +130,9 @@ def main(argv: list[str] | None = None) -> dict:
     panels.append(pixels(xte[:32]))
     titles = [f"{args.flow} samples, T={args.temperature}", f"{args.flow} samples, T=1.0",
               "test faces"]
-    figures = {"samples": ROOT / "visualizations" / f"{name}_samples.png",
-               "interpolations": ROOT / "visualizations" / f"{name}_interpolations.png"}
-    figures["samples"].parent.mkdir(exist_ok=True)
+    figures = {"samples": Path(args.figures_dir) / f"{name}_samples.png",
+               "interpolations": Path(args.figures_dir) / f"{name}_interpolations.png"}
+    figures["samples"].parent.mkdir(parents=True, exist_ok=True)
     nf.plot.image_grid(panels, titles=titles, scale=0.8).savefig(figures["samples"], dpi=110)
 
     steps, pairs = 8, 4
@@ -134,8 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.flow}: linear interpolation in the latent space between test faces "
         "(ends: the faces themselves)"], columns=steps, scale=0.9).savefig(
         figures["interpolations"], dpi=110)
-    result["figures"] = {k: str(v.relative_to(ROOT)) for k, v in figures.items()}
-    return write_result(name, result)
+    result["figures"] = {k: relative(v) for k, v in figures.items()}
+    return write_result(name, result, args.results_dir)
 
 
 if __name__ == "__main__":

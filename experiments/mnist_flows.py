@@ -21,17 +21,25 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import tf_keras
-from common import TimeLimit, batched_log_prob
-
-import normalizingflows as nf
-from normalizingflows.data.preprocess import LAMBDA_MNIST, bits_per_dim, inverse_logit_transform
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from common import TimeLimit, batched_log_prob  # noqa: E402
+
+import normalizingflows as nf  # noqa: E402
+from normalizingflows.data.preprocess import (  # noqa: E402
+    LAMBDA_MNIST,
+    bits_per_dim,
+    inverse_logit_transform,
+)
+
 SHAPE = (28, 28, 1)
 CLASSES_SHOWN = (2, 4, 7, 8)
 DEFAULTS = {  # per flow: constructor keywords
@@ -80,8 +88,15 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
     parser.add_argument("--lr", type=float, default=lr, help=per_flow if lr is None else None)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--max-minutes", type=float, default=max_minutes)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="mixed_bfloat16: the flow's networks in bfloat16 (log-dets float32)")
+    parser.add_argument("--no-jit", dest="jit", action="store_false",
+                        help="train and evaluate under a plain tf.function, not XLA (faster for "
+                        "conv flows on CPUs, and with mixed_bfloat16 where oneDNN has AMX)")
     for key in ("layers", "levels", "hidden-units", "blocks"):
         parser.add_argument(f"--{key}", type=int, help="default: per flow (DEFAULTS)")
+    parser.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
+    parser.add_argument("--figures-dir", default=str(ROOT / "visualizations"))
 
 
 def flow_kwargs(defaults: dict, args: argparse.Namespace) -> dict:
@@ -104,14 +119,31 @@ def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: n
         "val_bpd_per_epoch": [round(v, 4) for v in history.history.get("val_bpd", [])],
         "test_bpd": round(float(bpd.mean()), 4),
         "test_bpd_stderr": round(float(bpd.std() / math.sqrt(len(bpd))), 4),
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "dtype": args.dtype,
+        "jit_compile": args.jit,
         "machine": "2-core CPU (this project's CI-like machine)", "date": time.strftime("%Y-%m-%d"),
     }
 
 
-def write_result(name: str, result: dict) -> dict:
-    """``experiments/results/<name>.json`` (and the same on stdout)."""
-    out = ROOT / "experiments" / "results" / f"{name}.json"
+def relative(path: Path) -> str:
+    """``path`` relative to the checkout where it lies inside it, else as given."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def float32_copy(flow: nf.flows.Flow, name: str, features: int, seed: int, kwargs: dict
+                 ) -> nf.flows.Flow:
+    """A float32 build of ``flow``'s configuration holding ``flow``'s weights (to evaluate a
+    flow trained in mixed precision at full precision)."""
+    full = nf.flows.build(name, features, seed=seed, **kwargs)
+    full.set_weights(flow.get_weights())
+    return full
+
+
+def write_result(name: str, result: dict, results_dir: Path | str | None = None) -> dict:
+    """``<results_dir>/<name>.json`` (default ``experiments/results``; also on stdout)."""
+    out = Path(results_dir or ROOT / "experiments" / "results") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2), flush=True)
     return result
@@ -158,13 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
         kwargs["batch_norm"] = args.batch_norm  # MAF paper: batch norm between the layers
     if args.conditional:
         kwargs["context_features"] = 10
-    flow = nf.flows.build(args.flow, 784, seed=args.seed, **kwargs)
+    flow = nf.flows.build(args.flow, 784, seed=args.seed, dtype=args.dtype, **kwargs)
     params = int(sum(np.prod(v.shape) for v in flow.trainable_variables))
     name = f"mnist_{args.flow}{'_cond' if args.conditional else ''}{args.tag}"
     print(f"{name}: {params:,} parameters, train {len(xtr)}, val {len(xva)}, test {len(xte)}, "
           f"source {splits.info['source']}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr))
+    flow.compile(tf_keras.optimizers.Adam(args.lr), jit_compile=None if args.jit else False)
     train = (xtr, ctr) if args.conditional else xtr
     val = ((xva, cva),) if args.conditional else (xva,)
     checkpoint = Path(args.out) / name
@@ -183,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     flow.save(checkpoint)
 
     deq = inverse_logit_transform(xte.astype(np.float64), LAMBDA_MNIST)
-    lp = batched_log_prob(flow, xte, cte)
+    lp = batched_log_prob(flow, xte, cte, jit=args.jit)
     bpd = bits_per_dim(lp, deq, LAMBDA_MNIST)
     result = {
         "flow": args.flow, "conditional": args.conditional, "kwargs": {
@@ -192,11 +224,16 @@ def main(argv: list[str] | None = None) -> dict:
         "test_digits": len(xte), "data_source": splits.info["source"],
         **run_record(history, train_seconds, bpd, args),
     }
+    if args.dtype != "float32":  # the same weights evaluated by the float32 flow
+        full = float32_copy(flow, args.flow, 784, args.seed, kwargs)
+        b32 = bits_per_dim(batched_log_prob(full, xte, cte, jit=args.jit), deq, LAMBDA_MNIST)
+        result["test_bpd_float32_eval"] = round(float(b32.mean()), 4)
     if args.conditional:
         result["test_bpd_given_label"] = result.pop("test_bpd")
         result["test_bpd_given_label_stderr"] = result.pop("test_bpd_stderr")
         m = min(args.marginal_test_rows, len(xte))
-        per_class = np.stack([batched_log_prob(flow, xte[:m], np.repeat(eye[k:k + 1], m, 0))
+        per_class = np.stack([batched_log_prob(flow, xte[:m], np.repeat(eye[k:k + 1], m, 0),
+                                               jit=args.jit)
                               for k in range(10)], axis=-1)
         marginal = np.logaddexp.reduce(per_class, axis=-1) - math.log(10)
         mb = bits_per_dim(marginal, deq[:m], LAMBDA_MNIST)
@@ -222,11 +259,11 @@ def main(argv: list[str] | None = None) -> dict:
     titles.append("test digits")
     labels.append(None)
     fig = nf.plot.image_grid(panels, titles=titles, row_labels=labels, scale=0.6)
-    figure = ROOT / "visualizations" / f"{name}_samples.png"
-    figure.parent.mkdir(exist_ok=True)
+    figure = Path(args.figures_dir) / f"{name}_samples.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
-    result["figure"] = str(figure.relative_to(ROOT))
-    return write_result(name, result)
+    result["figure"] = relative(figure)
+    return write_result(name, result, args.results_dir)
 
 
 if __name__ == "__main__":
