@@ -53,12 +53,17 @@ def test_power_maf_time_limited_run_resumes(tmp_path):
     assert "--resume" in rows[0]["command"] and "--out" not in rows[0]["command"]
 
 
-def test_gas_made_on_the_archive_pickle(tmp_path):
+def _gas_pickle(tmp_path, rows):
+    """The MAF archive's GAS file: a pandas DataFrame pickle of ``rows`` rows."""
     pd = pytest.importorskip("pandas", reason="GAS is a pandas DataFrame pickle")
-    values, columns = gas_table(1000)
+    values, columns = gas_table(rows)
     (tmp_path / "gas").mkdir()
     with open(tmp_path / "gas/ethylene_CO.pickle", "wb") as f:
         pickle.dump(pd.DataFrame(values, columns=columns), f)
+
+
+def test_gas_made_on_the_archive_pickle(tmp_path):
+    _gas_pickle(tmp_path, 1000)
     row, _ = _run(tmp_path, "--dataset", "gas", "--model", "made", "--data-dir", str(tmp_path),
                   "--epochs", "1", "--trust-pickle")
     _check(row)
@@ -66,11 +71,7 @@ def test_gas_made_on_the_archive_pickle(tmp_path):
 
 
 def test_gas_made_mixed_bfloat16_is_its_own_row(tmp_path):
-    pd = pytest.importorskip("pandas", reason="GAS is a pandas DataFrame pickle")
-    values, columns = gas_table(600)
-    (tmp_path / "gas").mkdir()
-    with open(tmp_path / "gas/ethylene_CO.pickle", "wb") as f:
-        pickle.dump(pd.DataFrame(values, columns=columns), f)
+    _gas_pickle(tmp_path, 600)
     args = ["--dataset", "gas", "--model", "made", "--data-dir", str(tmp_path), "--epochs", "1",
             "--trust-pickle"]
     _run(tmp_path, *args)
