@@ -121,6 +121,16 @@ def make_flow(name: str, features: int, kwargs: dict, dtype: str = "float32", se
     return flow
 
 
+def assert_same_weights(a: nf.flows.Flow, b: nf.flows.Flow) -> None:
+    """Every variable of ``a`` equals the same variable of ``b`` (two flows built alike).
+
+    Densities alone cannot show this: a zero-initialised output layer hides any weight behind it.
+    """
+    assert [v.name for v in a.variables] == [v.name for v in b.variables]
+    for u, v in zip(a.variables, b.variables, strict=True):
+        np.testing.assert_array_equal(u.numpy(), v.numpy(), err_msg=u.name)
+
+
 def perturb(flow, scale: float = 0.1, seed: int = 0) -> None:
     for i, v in enumerate(flow.trainable_variables):
         noise = tf.random.stateless_normal(v.shape, seed=[seed, i], dtype=v.dtype)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras
 from flow_cases import (
     CONTEXT,
+    assert_same_weights,
     conditional_cases,
     context,
     data,
@@ -100,6 +101,9 @@ def test_save_load_with_context(name, features, kwargs, tmp_path):
     assert loaded.context_features == CONTEXT
     np.testing.assert_array_equal(loaded.log_prob(x, context=c).numpy(),
                                   flow.log_prob(x, context=c).numpy())
+    # The same config and seed give the same initial weights, the context network's included.
+    assert_same_weights(nf.flows.Flow.from_config(flow.get_config()),
+                        nf.flows.build(name, features, **kwargs))
 
 
 @pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in RAW], ids=[c[0] for c in RAW])

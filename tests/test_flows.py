@@ -7,7 +7,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
-from flow_cases import data, flow_cases, make_flow, one_case_per_flow, small_kwargs
+from flow_cases import (
+    assert_same_weights,
+    data,
+    flow_cases,
+    make_flow,
+    one_case_per_flow,
+    small_kwargs,
+)
 
 import normalizingflows as nf
 
@@ -107,6 +114,7 @@ def test_save_load_and_config_round_trip(name, features, kwargs, tmp_path):
     # The same config and seed give the same initial weights.
     fresh_a = nf.flows.Flow.from_config(flow.get_config())
     fresh_b = nf.flows.build(name, features, **kwargs)
+    assert_same_weights(fresh_a, fresh_b)
     np.testing.assert_array_equal(fresh_a.log_prob(x).numpy(), fresh_b.log_prob(x).numpy())
 
 

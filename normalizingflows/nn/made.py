@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from ._init import seeded
 from .precision import layer_dtype
 
 __all__ = ["MADE", "input_degrees", "hidden_degrees", "ORDERS"]
@@ -166,10 +167,7 @@ class MADE(tf_keras.layers.Layer):
         self.biases: list[tf.Variable] = []
         for i, mask in enumerate(self._masks):
             last = i == len(self._masks) - 1
-            init = (tf_keras.initializers.get(output_initializer) if last
-                    else tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i))
-            if getattr(init, "seed", 0) is None:  # an unseeded initialiser: seed a copy of it
-                init = type(init).from_config({**init.get_config(), "seed": seed * 7919 + i})
+            init = seeded(output_initializer if last else "glorot_uniform", seed * 7919 + i)
             rows = self._in_order if i == 0 else np.arange(mask.shape[0])
             cols = self._out_order if last else np.arange(mask.shape[1])
             sorted_mask = mask[rows][:, cols] > 0

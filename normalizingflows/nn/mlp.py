@@ -8,6 +8,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from ._init import seeded
 from .precision import layer_dtype
 
 __all__ = ["MLP"]
@@ -52,9 +53,7 @@ class MLP(tf_keras.layers.Layer):
                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i))
             for i, units in enumerate(hidden_units)
         ]
-        out_init = tf_keras.initializers.get(output_initializer)
-        if hasattr(out_init, "seed") and out_init.seed is None:
-            out_init.seed = seed * 7919 + 997
+        out_init = seeded(output_initializer, seed * 7919 + 997)
         self.out = tf_keras.layers.Dense(out_features, kernel_initializer=out_init,
                                          bias_initializer=output_bias_initializer,
                                          dtype=self.dtype_policy, name="output")

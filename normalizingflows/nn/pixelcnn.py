@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from ._init import seeded
 from .precision import layer_dtype
 
 __all__ = ["PixelCNN", "pixelcnn_mask", "channel_groups", "MASK_TYPES"]
@@ -78,14 +79,6 @@ def pixelcnn_mask(kernel_size: int | Sequence[int], in_groups: np.ndarray, out_g
     else:
         mask[ch, cw] = in_groups[:, None] <= out_groups[None, :]
     return mask
-
-
-def _seeded(initializer: Any, seed: int) -> tf_keras.initializers.Initializer:
-    """``initializer`` as an object; an unseeded random one becomes a seeded copy."""
-    init = tf_keras.initializers.get(initializer)
-    if getattr(init, "seed", 0) is None:
-        init = type(init).from_config({**init.get_config(), "seed": seed})
-    return init
 
 
 class PixelCNN(tf_keras.layers.Layer):
@@ -172,16 +165,16 @@ class PixelCNN(tf_keras.layers.Layer):
             last = i == len(specs) - 1
             mask = pixelcnn_mask(size, g_in, g_out, mask_type)
             self._masks.append(mask)
-            init = _seeded(output_initializer if last else "glorot_uniform", seed * 7919 + i)
+            init = seeded(output_initializer if last else "glorot_uniform", seed * 7919 + i)
             self.kernels.append(self.add_weight(f"{name}_kernel", shape=mask.shape,
                                                 initializer=init))
             self.biases.append(self.add_weight(
                 f"{name}_bias", shape=(mask.shape[-1],),
-                initializer=_seeded(output_bias_initializer, seed * 7919 + 503) if last
+                initializer=seeded(output_bias_initializer, seed * 7919 + 503) if last
                 else "zeros"))
             self.context_kernels.append(
                 self.add_weight(f"{name}_context_kernel", shape=(self.context_features, h),
-                                initializer=_seeded("glorot_uniform", seed * 7919 + 997 + i))
+                                initializer=seeded("glorot_uniform", seed * 7919 + 997 + i))
                 if contextual and self.context_features else None)
         self._specs = specs
         self.built = True
