@@ -112,13 +112,18 @@ def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: n
                args: argparse.Namespace) -> dict:
     """The training and test figures every image experiment records."""
     epochs = len(history.history["loss"])
+    summary = nf.data.images.bits_per_dim_summary(bpd, "test_bpd")
     return {
         "epochs_run": epochs, "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(train_seconds / epochs, 1),
         "val_bpd_per_epoch": [round(v, 4) for v in history.history.get("val_bpd", [])],
-        "test_bpd": round(float(bpd.mean()), 4),
-        "test_bpd_stderr": round(float(bpd.std() / math.sqrt(len(bpd))), 4),
+        "test_bpd": round(summary["test_bpd"], 4),
+        "test_bpd_stderr": round(summary["test_bpd_se"], 4),
+        # One unusual image can dominate the mean of an overfitted flow: the median and worst.
+        "test_bpd_median": round(summary["test_bpd_median"], 4),
+        "test_bpd_worst": summary["test_bpd_worst"],
+        "test_bpd_worst_index": summary["test_bpd_worst_index"],
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "dtype": args.dtype,
         "jit_compile": args.jit,
         "machine": "2-core CPU (this project's CI-like machine)", "date": time.strftime("%Y-%m-%d"),

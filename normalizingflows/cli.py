@@ -308,8 +308,7 @@ def _train_into(tmp: Path, args: argparse.Namespace, flow: Any, splits: Any, fea
     title = f"{args.flow} on {name}: test LL {metrics['test_log_likelihood']:.3f} nats"
     if "image_shape" in splits.info:
         bpd = data.images.bits_per_dim(ll, test, splits.info)
-        metrics["test_bits_per_dim"] = float(bpd.mean())
-        metrics["test_bits_per_dim_se"] = float(bpd.std() / math.sqrt(len(bpd)))
+        metrics.update(data.images.bits_per_dim_summary(bpd, "test_bits_per_dim"))
         title = f"{args.flow} on {name}: test {metrics['test_bits_per_dim']:.3f} bits/dim"
         panels = [data.images.to_pixels(flow.sample(32, seed=args.seed, temperature=t),
                                         splits.info) for t in (0.7, 1.0)]
@@ -417,9 +416,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if "image_shape" in splits.info:
         from .data import images
 
-        bpd = images.bits_per_dim(ll, x, splits.info)
-        result["bits_per_dim"] = float(bpd.mean())
-        result["bits_per_dim_se"] = float(bpd.std() / math.sqrt(len(bpd)))
+        result.update(images.bits_per_dim_summary(images.bits_per_dim(ll, x, splits.info)))
     return result
 
 

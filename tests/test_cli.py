@@ -174,6 +174,8 @@ def test_train_an_image_flow_reports_bits_per_dim_and_a_sample_grid(data, tmp_pa
     assert m["config"]["kwargs"]["image_shape"] == list(
         {"shapes": (20, 20, 1), "mnist": (28, 28, 1)}[data])
     assert 0 < m["test_bits_per_dim"] < (3 if data == "shapes" else 12)
+    assert m["test_bits_per_dim_median"] <= m["test_bits_per_dim_worst"]
+    assert isinstance(m["test_bits_per_dim_worst_index"], int)
     assert "bits/dim" in capsys.readouterr().out
     assert (out / "samples.png").stat().st_size > 1000
     assert main(["evaluate", "--checkpoint", str(out), "--data", data, "--n", "120"]) == 0

@@ -147,3 +147,11 @@ def test_image_rows_bits_per_dim_and_pixels_back(tmp_path):
     np.testing.assert_allclose(nfd.images.bits_per_dim(np.zeros(3), np.zeros((3, 4)), info), 1.0)
     with pytest.raises(ValueError, match="unknown image dataset"):
         nfd.images.load_image_rows("cifar10")
+
+
+def test_bits_per_dim_summary_shows_the_image_that_dominates_the_mean():
+    s = nfd.images.bits_per_dim_summary([1.0, 1.2, 1.1, 97.0], "test_bpd")
+    assert s["test_bpd"] == pytest.approx(25.075)
+    assert s["test_bpd_se"] == pytest.approx(np.std([1.0, 1.2, 1.1, 97.0]) / 2)
+    assert s["test_bpd_median"] == pytest.approx(1.15)
+    assert (s["test_bpd_worst"], s["test_bpd_worst_index"]) == (97.0, 3)
