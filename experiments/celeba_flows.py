@@ -27,7 +27,12 @@ import tf_keras
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from common import TimeLimit, batched_log_prob  # noqa: E402
+from common import (  # noqa: E402
+    TimeLimit,
+    add_temperature_argument,
+    batched_log_prob,
+    figure_temperatures,
+)
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
     add_training_arguments,
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_training_arguments(parser, epochs=100, max_minutes=25.0, batch_size=32, lr=1e-3)
     parser.add_argument("--no-flip", dest="flip", action="store_false",
                         help="train on the faces as they are (no mirrored copies)")
-    parser.add_argument("--temperature", type=float, default=0.7)
+    add_temperature_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="at most this many faces per split (quick runs)")
     parser.add_argument("--data-dir", default=os.environ.get("NF_DATA_DIR"))
@@ -125,11 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
     def pixels(rows: np.ndarray) -> np.ndarray:
         return nf.data.images.to_pixels(rows, info)
 
+    temperatures = figure_temperatures(args.temperature)
     panels = [pixels(flow.sample(32, seed=args.seed + 1, temperature=t).numpy())
-              for t in (args.temperature, 1.0)]
+              for t in temperatures]
     panels.append(pixels(xte[:32]))
-    titles = [f"{args.flow} samples, T={args.temperature}", f"{args.flow} samples, T=1.0",
-              "test faces"]
+    titles = [f"{args.flow} samples, T={t}" for t in temperatures] + ["test faces"]
     figures = {"samples": Path(args.figures_dir) / f"{name}_samples.png",
                "interpolations": Path(args.figures_dir) / f"{name}_interpolations.png"}
     figures["samples"].parent.mkdir(parents=True, exist_ok=True)

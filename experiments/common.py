@@ -31,3 +31,14 @@ class TimeLimit(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if time.time() > self.deadline:
             self.model.stop_training = True
+
+
+def add_temperature_argument(parser, default: float = 0.7) -> None:
+    """``--temperature T [T ...]``: the sampling temperatures of a figure."""
+    parser.add_argument("--temperature", type=float, nargs="+", default=[default],
+                        help="sampling temperatures of the figure (T = 1.0 is always added)")
+
+
+def figure_temperatures(values) -> list[float]:
+    """The temperatures given, in order and once each, then 1.0 unless given."""
+    return list(dict.fromkeys([*values, 1.0]))

@@ -31,7 +31,12 @@ import tf_keras
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from common import TimeLimit, batched_log_prob  # noqa: E402
+from common import (  # noqa: E402
+    TimeLimit,
+    add_temperature_argument,
+    batched_log_prob,
+    figure_temperatures,
+)
 
 import normalizingflows as nf  # noqa: E402
 from normalizingflows.data.preprocess import (  # noqa: E402
@@ -95,6 +100,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
                         "conv flows on CPUs, and with mixed_bfloat16 where oneDNN has AMX)")
     for key in ("layers", "levels", "hidden-units", "blocks"):
         parser.add_argument(f"--{key}", type=int, help="default: per flow (DEFAULTS)")
+    parser.add_argument("--coupling-scale", choices=nf.bijectors.image.SCALES,
+                        help="glow: the couplings' scale (default: the constructor's)")
     parser.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
     parser.add_argument("--figures-dir", default=str(ROOT / "visualizations"))
 
@@ -102,7 +109,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
 def flow_kwargs(defaults: dict, args: argparse.Namespace) -> dict:
     """The flow's constructor keywords: ``defaults`` with the size options given overriding."""
     kwargs = dict(defaults)
-    for key in ("layers", "levels", "hidden_units", "blocks"):
+    for key in ("layers", "levels", "hidden_units", "blocks", "coupling_scale"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     return kwargs
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_training_arguments(parser, epochs=12, max_minutes=30.0)
     parser.add_argument("--no-batch-norm", dest="batch_norm", action="store_false",
                         help="maf/realnvp: no batch norm between the layers")
-    parser.add_argument("--temperature", type=float, default=0.7)
+    add_temperature_argument(parser)
     parser.add_argument("--marginal-test-rows", type=int, default=10_000,
                         help="test digits for the marginal bits/dim of a conditional flow")
     parser.add_argument("--seed", type=int, default=0)
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Sample grids next to real test digits.
     panels, titles, labels = [], [], []
-    for temperature in (args.temperature, 1.0):
+    for temperature in figure_temperatures(args.temperature):
         if args.conditional:
             context = np.repeat(eye[list(CLASSES_SHOWN)], 8, axis=0)
             s = flow.sample(len(context), context=context, seed=args.seed + 1,
@@ -268,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
     result["figure"] = relative(figure)
+    result["figure_temperatures"] = figure_temperatures(args.temperature)
     return write_result(name, result, args.results_dir)
 
 

@@ -56,15 +56,16 @@ def _jacobian_logdet(bijector, x, **kwargs):
     return jac, np.linalg.slogdet(jac)[1]
 
 
+@pytest.mark.parametrize("scale", ["tanh", "sigmoid"])
 @pytest.mark.parametrize("mask,parity,channels", [("checkerboard", 0, 1), ("checkerboard", 1, 3),
                                                   ("channel", 0, 4), ("channel", 1, 3)])
-def test_coupling_keeps_its_half_and_its_log_det_is_exact(mask, parity, channels):
+def test_coupling_keeps_its_half_and_its_log_det_is_exact(mask, parity, channels, scale):
     c_in = channels + 1 if mask == "checkerboard" else channels // 2
     c_out = 2 * channels if mask == "checkerboard" else 2 * (channels - channels // 2)
     net = ConvNet(c_in, c_out, hidden_channels=4, blocks=1, seed=3, dtype="float64")
     for v in net.trainable_variables:  # off the identity start
         v.assign_add(0.3 * tf.random.stateless_normal(v.shape, [1, 2], dtype=tf.float64))
-    bij = ImageCoupling(net, mask=mask, parity=parity)
+    bij = ImageCoupling(net, mask=mask, parity=parity, scale=scale)
     x = tf.random.stateless_normal([2, 4, 4, channels], [3, 4], dtype=tf.float64)
     y = bij.forward(x)
     if mask == "checkerboard":
@@ -89,6 +90,31 @@ def test_channel_mask_on_one_channel_is_a_clear_error():
         bij.forward(tf.zeros([1, 2, 2, 1]))
     with pytest.raises(ValueError, match="mask must be one of"):
         ImageCoupling(ConvNet(1, 2), mask="stripes")
+    with pytest.raises(ValueError, match="scale must be one of"):
+        ImageCoupling(ConvNet(1, 2), scale="exp")
+
+
+def test_sigmoid_coupling_never_amplifies_an_input_on_the_way_to_the_base():
+    """Glow's scale: data -> base multiplies x_b - t by sigmoid(r + 2) < 1, whatever the net
+    says, so an input unlike the training data cannot be blown up coupling after coupling.
+    The tanh scale can multiply it by up to exp(3) = 20 per coupling (a trained MNIST Glow
+    sent a few test digits to |z| ~ 10^4 that way)."""
+    net = ConvNet(2, 4, hidden_channels=4, blocks=0, seed=1, dtype="float64")
+    for v in net.trainable_variables:  # a net whose outputs are large and of both signs
+        v.assign(30.0 * tf.random.stateless_normal(v.shape, [5, 6], dtype=tf.float64))
+    y = tf.random.stateless_normal([8, 4, 4, 4], [7, 8], dtype=tf.float64) * 10.0
+    gains = {}
+    for scale in ("sigmoid", "tanh"):
+        bij = ImageCoupling(net, mask="channel", scale=scale)
+        shift, log_scale = bij._params(y[..., :2], tf.shape(y)[:-3], None)
+        x = bij.inverse(y)
+        gains[scale] = (np.abs(x[..., 2:].numpy()) / np.abs((y[..., 2:] - shift).numpy())).max()
+        ildj = bij.inverse_log_det_jacobian(y, event_ndims=3).numpy()
+        np.testing.assert_allclose(ildj, -tf.reduce_sum(log_scale, [-3, -2, -1]).numpy())
+        if scale == "sigmoid":
+            assert (ildj <= 0).all()
+    assert gains["sigmoid"] <= 1.0
+    assert gains["tanh"] > 10.0
 
 
 def test_invertible_1x1_conv_log_det_is_pixels_times_log_det_w():
@@ -130,10 +156,12 @@ def test_image_flow_on_mnist_shape_layout_and_errors(name):
     z = flow.to_base(x)
     np.testing.assert_allclose(flow.bijector.forward(z).numpy(), x.numpy(), atol=1e-4)
     assert flow.as_images(flow.sample(2, seed=1)).shape == (2, 28, 28, 1)
-    # At the identity start (zero output convs, fresh ActNorm) the flow is the base density.
+    # At the identity start (zero output convs, fresh ActNorm) the flow is the base density
+    # (Glow's default sigmoid scale starts at sigmoid(2), not 1: its tanh scale starts at 1).
     base = flow.base.log_prob(x).numpy()
+    identity = {"coupling_scale": "tanh"} if name == "glow" else {}
     fresh = nf.flows.build(name, 784, image_shape=(28, 28, 1), layers=1, hidden_units=4,
-                           blocks=0)
+                           blocks=0, **identity)
     np.testing.assert_allclose(fresh.log_prob(x).numpy(), base, rtol=1e-5)
     with pytest.raises(ValueError, match="features must be height"):
         nf.flows.build(name, 780, image_shape=(28, 28, 1))
@@ -198,3 +226,41 @@ def test_fit_in_graph_mode_keeps_the_image_shapes(jit):
     flow.compile(tf_keras.optimizers.Adam(1e-3), jit_compile=jit)
     history = flow.fit(x, batch_size=16, epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+def _couplings(bijector):
+    subs = list(getattr(bijector, "bijectors", []))
+    if isinstance(bijector, ChannelSplit):
+        subs = [bijector.bijector]
+    if isinstance(bijector, ImageCoupling):
+        return [bijector]
+    return [c for s in subs for c in _couplings(s)]
+
+
+def test_glow_files_from_before_the_sigmoid_default_load_with_tanh(tmp_path):
+    """Glow's coupling scale became "sigmoid" with flow files of version 2; a version-1 file
+    that does not name it was a tanh Glow and must come back as one, and every new config
+    names it (so resuming a run across the change is refused, not silently rebuilt)."""
+    import json
+
+    kwargs = {"image_shape": (4, 4, 1), "layers": 2, "levels": 1, "hidden_units": 4}
+    assert nf.flows.build("glow", 16, **kwargs).get_config()["kwargs"]["coupling_scale"] == \
+        "sigmoid"
+    old = nf.flows.build("glow", 16, coupling_scale="tanh", **kwargs)
+    for v in old.trainable_variables:  # off the identity start, so the scale matters
+        v.assign_add(0.2 * tf.random.stateless_normal(v.shape, [3, 1]))
+    x = tf.random.stateless_normal([5, 16], [4, 2])
+    old.save(tmp_path / "v1")
+    config_file = tmp_path / "v1" / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["version"] == 2
+    config["version"] = 1
+    del config["kwargs"]["coupling_scale"]
+    config_file.write_text(json.dumps(config))
+    loaded = nf.load(tmp_path / "v1")
+    assert {c.scale for c in _couplings(loaded.bijector)} == {"tanh"}
+    np.testing.assert_allclose(loaded.log_prob(x).numpy(), old.log_prob(x).numpy(), rtol=1e-5)
+    config["version"] = 3
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="version 3"):
+        nf.load(tmp_path / "v1")

@@ -25,9 +25,11 @@ from ._common import route_kwargs
 
 tfb = tfp.bijectors
 
-__all__ = ["Squeeze", "ChannelSplit", "ImageCoupling", "invertible_1x1_conv", "MASKS"]
+__all__ = ["Squeeze", "ChannelSplit", "ImageCoupling", "invertible_1x1_conv", "MASKS",
+           "SCALES"]
 
 MASKS = ("checkerboard", "channel")
+SCALES = ("tanh", "sigmoid")
 
 
 def _split_event(x: tf.Tensor, what: str) -> tuple[tf.Tensor, int, int, int]:
@@ -218,29 +220,36 @@ class ImageCoupling(tfb.Bijector):
     The kept part ``x_a`` passes unchanged and parameterises an elementwise affine map of the
     rest (``forward`` = base -> data)::
 
-        y_a = x_a,   y_b = x_b * exp(s) + t,   (t, r) = net(x_a),   s = B tanh(r / B)
+        y_a = x_a,   y_b = x_b * exp(s) + t,   (t, r) = net(x_a),
+        s = B tanh(r / B)            (scale="tanh", RealNVP-style)
+        s = -log sigmoid(r + 2)      (scale="sigmoid", Glow's parameterisation)
         log|det J_forward| = sum over the changed entries of s
 
     ``mask="channel"``: ``x_a`` is the first ``C // 2`` channels (``parity=0``) or the last
     ``C - C // 2`` (``parity=1``); the net sees only ``x_a`` and returns ``2 * |x_b|``
     channels. ``mask="checkerboard"``: ``x_a`` is the pixels with ``(i + j) % 2 == parity``;
     the net sees ``x * m`` with the mask ``m`` as an extra channel and returns ``2 * C``
-    channels, used at the other pixels only. The soft bound ``B`` on the log-scale keeps one
-    layer's scale within ``exp(+-B)``; with a zero-initialised last layer the coupling starts
-    as the identity.
+    channels, used at the other pixels only. ``scale="tanh"``: the soft bound ``B`` on the
+    log-scale keeps one layer's scale within ``exp(+-B)``; with a zero-initialised last layer
+    the coupling starts as the identity. ``scale="sigmoid"`` (Glow): the data -> base map
+    multiplies ``x_b - t`` by ``sigmoid(r + 2)`` in (0, 1), so evaluating a density never
+    amplifies an input through a scale; an input unlike the training data cannot be blown up
+    layer after layer (with ``"tanh"`` each coupling may multiply it by up to ``exp(B)``). A
+    zero-initialised net starts at the scale ``sigmoid(2) = 0.88``.
 
     Args:
         conditioner: ``net(h [N, H, W, C_in], context=None) -> [N, H, W, C_out]`` (a
             ``tf_keras`` layer such as :class:`~normalizingflows.nn.ConvNet`).
         mask: ``"checkerboard"`` or ``"channel"``.
         parity: 0 or 1, which half is kept.
-        log_scale_bound: ``B`` above (> 0).
+        log_scale_bound: ``B`` above (> 0; used by ``scale="tanh"``).
+        scale: ``"tanh"`` or ``"sigmoid"``, the parameterisation of the scale above.
         validate_args: Passed to ``tfb.Bijector``.
         name: Name of the bijector.
 
     Raises:
-        ValueError: On an unknown mask, a parity other than 0/1, a bound <= 0, or (at call time)
-            a channel mask on a single channel.
+        ValueError: On an unknown mask or scale, a parity other than 0/1, a bound <= 0, or (at
+            call time) a channel mask on a single channel.
 
     References:
         Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP",
@@ -250,19 +259,22 @@ class ImageCoupling(tfb.Bijector):
     """
 
     def __init__(self, conditioner: Conditioner, *, mask: str = "channel", parity: int = 0,
-                 log_scale_bound: float = 3.0, validate_args: bool = False,
-                 name: str = "image_coupling") -> None:
+                 log_scale_bound: float = 3.0, scale: str = "tanh",
+                 validate_args: bool = False, name: str = "image_coupling") -> None:
         parameters = dict(locals())
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}; got {mask!r}")
         if parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1; got {parity!r}")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {SCALES}; got {scale!r}")
         if not float(log_scale_bound) > 0:
             raise ValueError(f"log_scale_bound must be > 0; got {log_scale_bound!r}")
         self._conditioner = conditioner
         self._mask = mask
         self._parity = int(parity)
         self._bound = float(log_scale_bound)
+        self._scale = scale
         super().__init__(forward_min_event_ndims=3, inverse_min_event_ndims=3,
                          validate_args=validate_args, parameters=parameters, name=name)
 
@@ -274,6 +286,11 @@ class ImageCoupling(tfb.Bijector):
     def mask(self) -> str:
         """``"checkerboard"`` or ``"channel"``."""
         return self._mask
+
+    @property
+    def scale(self) -> str:
+        """``"tanh"`` or ``"sigmoid"``: how the net's output becomes the scale."""
+        return self._scale
 
     def _channel_cut(self, c: int) -> int:
         if c < 2:
@@ -299,7 +316,10 @@ class ImageCoupling(tfb.Bijector):
         out = tf.cast(out, kept.dtype)
         k = out.shape[-1] // 2
         out = tf.reshape(out, tf.concat([batch, [h, w, 2 * k]], 0))
-        return out[..., :k], self._bound * tf.tanh(out[..., k:] / self._bound)
+        raw = out[..., k:]
+        if self._scale == "sigmoid":  # -log sigmoid(r + 2), computed without overflow
+            return out[..., :k], tf.nn.softplus(-(raw + 2.0))
+        return out[..., :k], self._bound * tf.tanh(raw / self._bound)
 
     def _transform(self, x: tf.Tensor, context: Any, sign: float
                    ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -26,6 +26,7 @@ __all__ = ["Flow", "load", "check_array", "check_context", "FAST_DIRECTIONS"]
 
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
+_VERSION = 2  # 2: Glow's coupling_scale default became "sigmoid" (registry.CHANGED_DEFAULTS)
 
 
 def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
@@ -542,7 +543,7 @@ class Flow(tf_keras.Model):
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         try:
             tmp.mkdir()
-            config = {"format": _FORMAT, "version": 1, **self.get_config()}
+            config = {"format": _FORMAT, "version": _VERSION, **self.get_config()}
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             tf.train.Checkpoint(flow=self).write(str(tmp / "weights"))
             if path.exists():
@@ -576,6 +577,15 @@ def load(path: str | os.PathLike) -> Flow:
     config = json.loads(config_file.read_text())
     if config.get("format") != _FORMAT:
         raise ValueError(f"{config_file} has format {config.get('format')!r}; expected {_FORMAT!r}")
+    version = int(config.get("version", 1))
+    if version > _VERSION:
+        raise ValueError(f"{config_file} is version {version}; this normalizingflows reads up to "
+                         f"{_VERSION} (upgrade it)")
+    from .registry import CHANGED_DEFAULTS
+
+    old = {k: value for k, (last, value) in CHANGED_DEFAULTS.get(config.get("flow"), {}).items()
+           if version <= last}
+    config["kwargs"] = {**old, **config.get("kwargs", {})}
     flow = Flow.from_config(config)
     status = tf.train.Checkpoint(flow=flow).read(str(path / "weights"))
     try:

@@ -121,6 +121,14 @@ def _check_arguments(name: str, features: Any, kwargs: dict[str, Any], min_featu
 
 _NOT_JSON = "__not_serializable__"
 
+# Constructor defaults that changed: flow -> argument -> (the last flow-file version written
+# while the old default held, the old default). Every config names these arguments (so a
+# run resumed across the change is refused with the difference named rather than rebuilt
+# with the other value), and ``nf.load`` gives a file of that version or older the old value.
+CHANGED_DEFAULTS: dict[str, dict[str, tuple[int, Any]]] = {
+    "glow": {"coupling_scale": (1, "tanh")},
+}
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
@@ -165,8 +173,9 @@ def register(name: str, *, paper: str, arxiv: str, fast_direction: str, exact_in
                 flow.precision = policy
             else:
                 flow = fn(features, **kwargs)
-            flow._spec_json = json.dumps({"flow": name, "features": features,
-                                          "kwargs": {k: _jsonable(v) for k, v in kwargs.items()}})
+            recorded = {**kwargs, **{k: all_kwargs[k] for k in CHANGED_DEFAULTS.get(name, {})}}
+            flow._spec_json = json.dumps({"flow": name, "features": features, "kwargs": {
+                k: _jsonable(v) for k, v in recorded.items()}})
             return flow
 
         if name in _ENTRIES:
