@@ -36,6 +36,7 @@ from common import (  # noqa: E402
 from mnist_flows import (  # noqa: E402
     BitsPerDim,
     add_training_arguments,
+    constructor_kwargs,
     float32_copy,
     flow_kwargs,
     mean_logit_ldj,
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       info)
     result = {
         "data": args.data, "flow": args.flow,
-        "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+        "kwargs": constructor_kwargs(flow),
         "parameters": params, "train_faces": len(splits.train), "flip": args.flip,
         "train_rows": len(xtr), "val_faces": len(xva), "test_faces": len(xte),
         "data_source": info.get("source"), "flow_input": info["flow_input"],

@@ -115,6 +115,13 @@ def flow_kwargs(defaults: dict, args: argparse.Namespace) -> dict:
     return kwargs
 
 
+def constructor_kwargs(flow: nf.flows.Flow) -> dict:
+    """The flow's constructor keywords as its config records them (the defaults whose value
+    changed once included, e.g. Glow's ``coupling_scale``), less seed and dtype (recorded
+    apart)."""
+    return {k: v for k, v in flow.get_config()["kwargs"].items() if k not in ("seed", "dtype")}
+
+
 def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: np.ndarray,
                args: argparse.Namespace) -> dict:
     """The training and test figures every image experiment records."""
@@ -230,8 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     lp = batched_log_prob(flow, xte, cte, jit=args.jit)
     bpd = bits_per_dim(lp, deq, LAMBDA_MNIST)
     result = {
-        "flow": args.flow, "conditional": args.conditional, "kwargs": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
+        "flow": args.flow, "conditional": args.conditional, "kwargs": constructor_kwargs(flow),
         "parameters": params, "train_digits": len(xtr), "val_digits": len(xva),
         "test_digits": len(xte), "data_source": splits.info["source"],
         **run_record(history, train_seconds, bpd, args),

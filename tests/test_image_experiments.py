@@ -34,6 +34,7 @@ def test_mnist_flows_runs_and_writes_where_it_is_told(mnist_flows, tmp_path, ext
     assert (tmp_path / "fig" / "mnist_glow_samples.png").stat().st_size > 5_000
     assert result["dtype"] == ("mixed_bfloat16" if extra else "float32")
     assert result["jit_compile"] == (not extra)
+    assert result["kwargs"]["coupling_scale"] == "sigmoid" and result["kwargs"]["layers"] == 1
     assert result["figure_temperatures"] == ([0.5, 0.7, 1.0] if extra else [0.7, 1.0])
     if extra:  # bfloat16 rounding of the networks only
         assert result["test_bpd_float32_eval"] == pytest.approx(result["test_bpd"], abs=0.05)
