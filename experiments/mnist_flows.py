@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Sample grids next to real test digits.
     panels, titles, labels = [], [], []
-    for temperature in figure_temperatures(args.temperature):
+    temperatures = figure_temperatures(args.temperature)
+    for temperature in temperatures:
         if args.conditional:
             context = np.repeat(eye[list(CLASSES_SHOWN)], 8, axis=0)
             s = flow.sample(len(context), context=context, seed=args.seed + 1,
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(figure, dpi=110)
     result["figure"] = relative(figure)
-    result["figure_temperatures"] = figure_temperatures(args.temperature)
+    result["figure_temperatures"] = temperatures
     return write_result(name, result, args.results_dir)
 
 

@@ -260,6 +260,13 @@ def test_glow_files_from_before_the_sigmoid_default_load_with_tanh(tmp_path):
     loaded = nf.load(tmp_path / "v1")
     assert {c.scale for c in _couplings(loaded.bijector)} == {"tanh"}
     np.testing.assert_allclose(loaded.log_prob(x).numpy(), old.log_prob(x).numpy(), rtol=1e-5)
+    # A training run started before the change records a config without the argument:
+    # resuming it now is refused, with the difference named.
+    before = {k: v for k, v in config.items() if k in ("flow", "features", "kwargs")}
+    nf.training.check_run_config(tmp_path / "run", {"flow": before}, resume=False)
+    now = nf.flows.build("glow", 16, **kwargs).get_config()
+    with pytest.raises(nf.training.ResumeConfigError, match="coupling_scale"):
+        nf.training.check_run_config(tmp_path / "run", {"flow": now}, resume=True)
     config["version"] = 3
     config_file.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="version 3"):
