@@ -102,6 +102,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
         parser.add_argument(f"--{key}", type=int, help="default: per flow (DEFAULTS)")
     parser.add_argument("--coupling-scale", choices=nf.bijectors.image.SCALES,
                         help="glow: the couplings' scale (default: the constructor's)")
+    parser.add_argument("--no-split-prior", dest="split_prior", action="store_const",
+                        const=False, help="glow: standard normal factored-out halves (default: "
+                        "the learned split prior)")
     parser.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
     parser.add_argument("--figures-dir", default=str(ROOT / "visualizations"))
 
@@ -109,7 +112,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
 def flow_kwargs(defaults: dict, args: argparse.Namespace) -> dict:
     """The flow's constructor keywords: ``defaults`` with the size options given overriding."""
     kwargs = dict(defaults)
-    for key in ("layers", "levels", "hidden_units", "blocks", "coupling_scale"):
+    for key in ("layers", "levels", "hidden_units", "blocks", "coupling_scale", "split_prior"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     return kwargs

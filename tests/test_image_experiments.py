@@ -21,7 +21,7 @@ def mnist_flows():
 
 
 @pytest.mark.parametrize("extra", [[], ["--dtype", "mixed_bfloat16", "--no-jit",
-                                         "--temperature", "0.5", "0.7"]],
+                                         "--temperature", "0.5", "0.7", "--no-split-prior"]],
                          ids=["float32-xla", "mixed_bfloat16-graph"])
 def test_mnist_flows_runs_and_writes_where_it_is_told(mnist_flows, tmp_path, extra):
     csv_layout(tmp_path)
@@ -35,6 +35,7 @@ def test_mnist_flows_runs_and_writes_where_it_is_told(mnist_flows, tmp_path, ext
     assert result["dtype"] == ("mixed_bfloat16" if extra else "float32")
     assert result["jit_compile"] == (not extra)
     assert result["kwargs"]["coupling_scale"] == "sigmoid" and result["kwargs"]["layers"] == 1
+    assert result["kwargs"]["split_prior"] is (not extra)
     assert result["figure_temperatures"] == ([0.5, 0.7, 1.0] if extra else [0.7, 1.0])
     if extra:  # bfloat16 rounding of the networks only
         assert result["test_bpd_float32_eval"] == pytest.approx(result["test_bpd"], abs=0.05)

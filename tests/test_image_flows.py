@@ -22,6 +22,7 @@ from normalizingflows.bijectors import (
     Squeeze,
     invertible_1x1_conv,
 )
+from normalizingflows.bijectors._common import is_invert
 from normalizingflows.nn import ConvNet
 
 tfb = tfp.bijectors
@@ -157,9 +158,10 @@ def test_image_flow_on_mnist_shape_layout_and_errors(name):
     np.testing.assert_allclose(flow.bijector.forward(z).numpy(), x.numpy(), atol=1e-4)
     assert flow.as_images(flow.sample(2, seed=1)).shape == (2, 28, 28, 1)
     # At the identity start (zero output convs, fresh ActNorm) the flow is the base density
-    # (Glow's default sigmoid scale starts at sigmoid(2), not 1: its tanh scale starts at 1).
+    # (Glow's default sigmoid scale starts at sigmoid(2), not 1, and so does its split prior's
+    # spread: its tanh scale without the split prior starts at 1).
     base = flow.base.log_prob(x).numpy()
-    identity = {"coupling_scale": "tanh"} if name == "glow" else {}
+    identity = {"coupling_scale": "tanh", "split_prior": False} if name == "glow" else {}
     fresh = nf.flows.build(name, 784, image_shape=(28, 28, 1), layers=1, hidden_units=4,
                            blocks=0, **identity)
     np.testing.assert_allclose(fresh.log_prob(x).numpy(), base, rtol=1e-5)
@@ -237,37 +239,90 @@ def _couplings(bijector):
     return [c for s in subs for c in _couplings(s)]
 
 
-def test_glow_files_from_before_the_sigmoid_default_load_with_tanh(tmp_path):
-    """Glow's coupling scale became "sigmoid" with flow files of version 2; a version-1 file
-    that does not name it was a tanh Glow and must come back as one, and every new config
-    names it (so resuming a run across the change is refused, not silently rebuilt)."""
+def _split_priors(bijector):
+    if is_invert(bijector):
+        return [bijector] if bijector.name.startswith("split_prior") else []
+    subs = [bijector.bijector] if isinstance(bijector, ChannelSplit) else \
+        list(getattr(bijector, "bijectors", []))
+    return [p for s in subs for p in _split_priors(s)]
+
+
+@pytest.mark.parametrize("version, changed", [
+    (1, {"coupling_scale": "tanh", "split_prior": False}),
+    (2, {"split_prior": False}),
+])
+def test_glow_files_from_before_a_default_changed_load_as_they_were(tmp_path, version, changed):
+    """Glow's coupling scale became "sigmoid" with flow files of version 2 and its split prior
+    came with version 3; an older file that does not name them must come back as the flow it
+    was, and every new config names them (so resuming a run across a change is refused, not
+    silently rebuilt)."""
     import json
 
-    kwargs = {"image_shape": (4, 4, 1), "layers": 2, "levels": 1, "hidden_units": 4}
-    assert nf.flows.build("glow", 16, **kwargs).get_config()["kwargs"]["coupling_scale"] == \
-        "sigmoid"
-    old = nf.flows.build("glow", 16, coupling_scale="tanh", **kwargs)
+    kwargs = {"image_shape": (4, 4, 1), "layers": 2, "levels": 2, "hidden_units": 4}
+    now = nf.flows.build("glow", 16, **kwargs)
+    assert {k: now.get_config()["kwargs"][k] for k in ("coupling_scale", "split_prior")} == \
+        {"coupling_scale": "sigmoid", "split_prior": True}
+    assert len(_split_priors(now.bijector)) == 1
+    old = nf.flows.build("glow", 16, **changed, **kwargs)
     for v in old.trainable_variables:  # off the identity start, so the scale matters
         v.assign_add(0.2 * tf.random.stateless_normal(v.shape, [3, 1]))
     x = tf.random.stateless_normal([5, 16], [4, 2])
-    old.save(tmp_path / "v1")
-    config_file = tmp_path / "v1" / "config.json"
+    old.save(tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
     config = json.loads(config_file.read_text())
-    assert config["version"] == 2
-    config["version"] = 1
-    del config["kwargs"]["coupling_scale"]
+    assert config["version"] == 3
+    config["version"] = version
+    for key in changed:
+        del config["kwargs"][key]
     config_file.write_text(json.dumps(config))
-    loaded = nf.load(tmp_path / "v1")
-    assert {c.scale for c in _couplings(loaded.bijector)} == {"tanh"}
+    loaded = nf.load(tmp_path / "old")
+    scales = {"tanh"} if version == 1 else {"sigmoid"}
+    assert {c.scale for c in _couplings(loaded.bijector)} == scales
+    assert _split_priors(loaded.bijector) == []
     np.testing.assert_allclose(loaded.log_prob(x).numpy(), old.log_prob(x).numpy(), rtol=1e-5)
     # A training run started before the change records a config without the argument:
     # resuming it now is refused, with the difference named.
     before = {k: v for k, v in config.items() if k in ("flow", "features", "kwargs")}
     nf.training.check_run_config(tmp_path / "run", {"flow": before}, resume=False)
-    now = nf.flows.build("glow", 16, **kwargs).get_config()
-    with pytest.raises(nf.training.ResumeConfigError, match="coupling_scale"):
-        nf.training.check_run_config(tmp_path / "run", {"flow": now}, resume=True)
-    config["version"] = 3
+    with pytest.raises(nf.training.ResumeConfigError, match=sorted(changed)[-1]):
+        nf.training.check_run_config(tmp_path / "run", {"flow": now.get_config()},
+                                     resume=True)
+    config["version"] = 4
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="version 3"):
-        nf.load(tmp_path / "v1")
+    with pytest.raises(ValueError, match="version 4"):
+        nf.load(tmp_path / "old")
+
+
+def test_glow_split_prior_is_a_gaussian_of_the_factored_out_half_given_the_kept_half():
+    """Glow's learned prior at a split: log p(x) = (log|det| of the steps before the split) +
+    log p_deeper(z_1) + log N(z_2; mu(z_1), sigma(z_1)), with mu and log sigma from the split
+    prior's net on the kept half z_1 (the first half of the channels)."""
+    flow = nf.flows.build("glow", 16, image_shape=(4, 4, 1), layers=1, levels=2,
+                          hidden_units=4)
+    for v in flow.trainable_variables:
+        v.assign_add(0.3 * tf.random.stateless_normal(v.shape, [5, 1]))
+    with pytest.raises(TypeError, match="split_prior"):
+        nf.flows.build("glow", 16, image_shape=(4, 4, 1), split_prior="yes")
+    x = tf.random.stateless_normal([6, 16], [6, 2])
+    body = flow.bijector.bijectors[1]
+    names = [type(b).__name__ for b in body.bijectors]
+    split_at = names.index("ChannelSplit")
+    prior = body.bijectors[split_at - 1]
+    assert _split_priors(prior) == [prior] and prior.bijector.scale == "sigmoid"
+    h = tf.reshape(x, [6, 4, 4, 1])
+    log_det = tf.zeros([6])
+    for b in body.bijectors[:split_at - 1]:
+        log_det += b.inverse_log_det_jacobian(h, event_ndims=3)
+        h = b.inverse(h)
+    z1, z2 = h[..., :2], h[..., 2:]
+    deeper = body.bijectors[split_at].bijector
+    u = deeper.inverse(z1)
+    log_deeper = (tfp.distributions.Normal(0.0, 1.0).log_prob(u).numpy().sum(axis=(1, 2, 3))
+                  + deeper.inverse_log_det_jacobian(z1, event_ndims=3).numpy())
+    out = prior.bijector._conditioner(z1).numpy().astype(np.float64)
+    sigma = 1.0 / (1.0 + np.exp(-(out[..., 2:] + 2.0)))  # in (0, 1)
+    mu = -out[..., :2] * sigma  # data -> base: z_2 / sigma + t = (z_2 - mu) / sigma
+    assert np.abs(mu).max() > 0.01 and np.abs(sigma - 1 / (1 + np.exp(-2))).max() > 0.01
+    log_z2 = tfp.distributions.Normal(mu, sigma).log_prob(z2.numpy()).numpy()
+    expected = log_det.numpy() + log_deeper + log_z2.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(flow.log_prob(x).numpy(), expected, rtol=1e-5, atol=1e-4)

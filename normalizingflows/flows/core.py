@@ -26,7 +26,9 @@ __all__ = ["Flow", "load", "check_array", "check_context", "FAST_DIRECTIONS"]
 
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
-_VERSION = 2  # 2: Glow's coupling_scale default became "sigmoid" (registry.CHANGED_DEFAULTS)
+# 2: Glow's coupling_scale default became "sigmoid"; 3: Glow's split_prior default became True
+# (registry.CHANGED_DEFAULTS).
+_VERSION = 3
 
 
 def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:

@@ -53,8 +53,8 @@ class _Nets:
         self.seed = seed
         self.nets: list[ConvNet] = []
 
-    def coupling(self, channels: int, mask: str, parity: int, scale: str = "tanh"
-                 ) -> ImageCoupling:
+    def coupling(self, channels: int, mask: str, parity: int, scale: str = "tanh",
+                 name: str = "coupling") -> ImageCoupling:
         i = len(self.nets)
         if mask == "channel":
             cut = channels // 2
@@ -64,7 +64,7 @@ class _Nets:
         net = ConvNet(c_in, c_out, seed=self.seed * 1000 + i, name=f"coupling_net_{i}",
                       **self.kw)
         self.nets.append(net)
-        return ImageCoupling(net, mask=mask, parity=parity, scale=scale, name=f"coupling_{i}")
+        return ImageCoupling(net, mask=mask, parity=parity, scale=scale, name=f"{name}_{i}")
 
 
 def _chain(steps_data_to_base: list[tfb.Bijector], name: str) -> tfb.Bijector:
@@ -158,19 +158,30 @@ def realnvp_image(features: int, *, image_shape: Sequence[int], layers: int = 3,
 
 @register("glow", paper="Glow: Generative Flow with Invertible 1x1 Convolutions",
           arxiv="https://arxiv.org/abs/1807.03039", fast_direction="both",
-          image_shapes=((4, 4, 1), (4, 4, 3)), test_variants=({}, {"coupling_scale": "tanh"}))
+          image_shapes=((4, 4, 1), (4, 4, 3)),
+          test_variants=({}, {"coupling_scale": "tanh", "split_prior": False}))
 def glow(features: int, *, image_shape: Sequence[int], layers: int = 8, levels: int = 2,
          hidden_units: int = 64, blocks: int = 1, activation: str = "relu",
-         coupling_scale: str = "sigmoid", context_features: int | None = None,
-         context_net: Any = None, seed: int = 0, dtype: str = "float32") -> Flow:
+         coupling_scale: str = "sigmoid", split_prior: bool = True,
+         context_features: int | None = None, context_net: Any = None, seed: int = 0,
+         dtype: str = "float32") -> Flow:
     """Glow: per scale, squeeze and ``layers`` steps of ActNorm, invertible 1x1 convolution and
     affine coupling; half the channels are factored out between scales.
 
     Data -> base: at each of ``levels`` scales, squeeze ``[H, W, C] -> [H/2, W/2, 4C]``, then
     ``layers`` steps (ActNorm with data-dependent initialisation, LU-parameterised 1x1
     convolution, affine channel coupling with a zero-initialised residual conv net), then
-    (except at the last scale) factor out half of the channels. The factored-out halves get
-    the standard normal base (the paper's learned split prior is left out).
+    (except at the last scale) factor out half of the channels. With ``split_prior`` (the
+    paper's learned prior at each split) the factored-out half ``z_2`` is Gaussian given the
+    kept half ``z_1``, ``z_2 ~ N(mu(z_1), sigma(z_1)^2)``: written as a bijector, one more
+    channel coupling just before the split maps ``z_2`` to ``(z_2 - mu) / sigma``, which then
+    gets the standard normal base. It is an inverted sigmoid-scale coupling, so
+    ``sigma = sigmoid(r + 2)`` lies in (0, 1) (a conditional spread at most the base's) and
+    sampling never amplifies through it; a tanh-bounded ``sigma`` up to ``e^3`` sent the
+    samples of randomly perturbed Glows to 1e9 through the sigmoid couplings that follow. Its
+    net is a coupling net like the others (the paper uses one zero-initialised 3x3
+    convolution and an unbounded ``log sigma``). Without it the factored-out halves are
+    independent standard normals, as in RealNVP.
 
     Args:
         features: ``H * W * C``.
@@ -186,6 +197,8 @@ def glow(features: int, *, image_shape: Sequence[int], layers: int = 8, levels: 
             bound, the default before flow files of version 2; a trained MNIST Glow with it
             sent 4 of the 10,000 test digits past 100 bits/dim); see
             :class:`~normalizingflows.bijectors.ImageCoupling`.
+        split_prior: Learn the prior of each factored-out half given the kept half (above);
+            ``False`` was the only form before flow files of version 3.
         context_features: Width of a condition (e.g. one-hot classes), else ``None``.
         context_net: Widths of a context embedding MLP, a ``tf_keras`` layer, or ``None``.
         seed: Seed of every initialiser.
@@ -207,6 +220,8 @@ def glow(features: int, *, image_shape: Sequence[int], layers: int = 8, levels: 
     """
     shape = image_shape_tuple(features, image_shape)
     _check_levels("glow", shape, levels, levels)
+    if not isinstance(split_prior, bool):
+        raise TypeError(f"split_prior must be True or False; got {split_prior!r}")
     embed, width = context_embedding(context_features, context_net, activation=activation,
                                      seed=seed, dtype=dtype)
     nets = _Nets(hidden_units=hidden_units, blocks=blocks, activation=activation,
@@ -223,6 +238,9 @@ def glow(features: int, *, image_shape: Sequence[int], layers: int = 8, levels: 
                                           name=f"conv1x1_{n}"),
                       nets.coupling(c, "channel", k % 2, coupling_scale)]
         if index < levels:
+            if split_prior:  # z_2 given z_1: the kept half is the first c // 2 channels
+                prior = nets.coupling(c, "channel", 0, "sigmoid", name="split_prior_coupling")
+                steps.append(tfb.Invert(prior, name=f"split_prior_{index}"))
             steps.append(ChannelSplit(level(c // 2, index + 1), c // 2, name=f"split_{index}"))
         steps.append(Squeeze(name="unsqueeze"))
         return _chain(steps, name=f"level_{index}")

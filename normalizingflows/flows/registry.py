@@ -126,7 +126,7 @@ _NOT_JSON = "__not_serializable__"
 # run resumed across the change is refused with the difference named rather than rebuilt
 # with the other value), and ``nf.load`` gives a file of that version or older the old value.
 CHANGED_DEFAULTS: dict[str, dict[str, tuple[int, Any]]] = {
-    "glow": {"coupling_scale": (1, "tanh")},
+    "glow": {"coupling_scale": (1, "tanh"), "split_prior": (2, False)},
 }
 
 
