@@ -230,21 +230,21 @@ def test_fit_in_graph_mode_keeps_the_image_shapes(jit):
     assert np.isfinite(history.history["loss"]).all()
 
 
-def _couplings(bijector):
-    subs = list(getattr(bijector, "bijectors", []))
-    if isinstance(bijector, ChannelSplit):
+def _nodes(bijector):
+    """``bijector`` and every bijector inside it (chains, factor-outs, inversions)."""
+    if isinstance(bijector, ChannelSplit) or is_invert(bijector):
         subs = [bijector.bijector]
-    if isinstance(bijector, ImageCoupling):
-        return [bijector]
-    return [c for s in subs for c in _couplings(s)]
+    else:
+        subs = list(getattr(bijector, "bijectors", []))
+    return [bijector] + [n for s in subs for n in _nodes(s)]
+
+
+def _couplings(bijector):
+    return [n for n in _nodes(bijector) if isinstance(n, ImageCoupling)]
 
 
 def _split_priors(bijector):
-    if is_invert(bijector):
-        return [bijector] if bijector.name.startswith("split_prior") else []
-    subs = [bijector.bijector] if isinstance(bijector, ChannelSplit) else \
-        list(getattr(bijector, "bijectors", []))
-    return [p for s in subs for p in _split_priors(s)]
+    return [n for n in _nodes(bijector) if is_invert(n) and n.name.startswith("split_prior")]
 
 
 @pytest.mark.parametrize("version, changed", [
@@ -284,7 +284,7 @@ def test_glow_files_from_before_a_default_changed_load_as_they_were(tmp_path, ve
     # resuming it now is refused, with the difference named.
     before = {k: v for k, v in config.items() if k in ("flow", "features", "kwargs")}
     nf.training.check_run_config(tmp_path / "run", {"flow": before}, resume=False)
-    with pytest.raises(nf.training.ResumeConfigError, match=sorted(changed)[-1]):
+    with pytest.raises(nf.training.ResumeConfigError, match="split_prior"):
         nf.training.check_run_config(tmp_path / "run", {"flow": now.get_config()},
                                      resume=True)
     config["version"] = 4

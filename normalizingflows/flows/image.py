@@ -178,8 +178,8 @@ def glow(features: int, *, image_shape: Sequence[int], layers: int = 8, levels: 
     gets the standard normal base. It is an inverted sigmoid-scale coupling, so
     ``sigma = sigmoid(r + 2)`` lies in (0, 1) (a conditional spread at most the base's) and
     sampling never amplifies through it; a tanh-bounded ``sigma`` up to ``e^3`` sent the
-    samples of randomly perturbed Glows to 1e9 through the sigmoid couplings that follow. Its
-    net is a coupling net like the others (the paper uses one zero-initialised 3x3
+    samples of randomly perturbed test Glows up to 9e9 through the sigmoid couplings that
+    follow. Its net is a coupling net like the others (the paper uses one zero-initialised 3x3
     convolution and an unbounded ``log sigma``). Without it the factored-out halves are
     independent standard normals, as in RealNVP.
 
