@@ -261,7 +261,7 @@ def test_bijector_batch_size_one_and_batch_shapes(case: BijectorCase) -> None:
 def test_catalog_entries() -> None:
     cat = nf.bijectors.catalog()
     assert set(cat) == {"planar", "planar_leaky_relu", "radial", "batch_norm", "act_norm",
-                        "mixture_cdf_normal", "mixture_cdf_logistic"}
+                        "lu_linear", "mixture_cdf_normal", "mixture_cdf_logistic"}
     for name, factory in cat.items():
         a = factory(3, seed=1)
         b = factory(3, seed=1)

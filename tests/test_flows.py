@@ -381,3 +381,23 @@ def test_coupling_mlp_accepts_an_unknown_static_width():
     fn = tf.function(net, input_signature=[tf.TensorSpec([None, None], tf.float32)])
     assert fn(tf.ones([3, 2])).shape == (3, 4)
     assert net(tf.ones([2, 5, 2])).shape == (2, 5, 4)
+
+
+def test_residual_mlp_is_pre_activation_blocks():
+    # NSF's residual conditioner: h0 = W0 x, h <- h + W2 relu(W1 relu(h)) per block, out on relu(h).
+    net = nf.nn.MLP(3, 2, hidden_units=(6, 6), residual=True, output_initializer="glorot_uniform")
+    x = tf.random.stateless_normal([5, 3], seed=[1, 2])
+    out = net(x).numpy()
+    dense = [(d.kernel.numpy(), d.bias.numpy()) for d in net.hidden]
+    assert len(dense) == 5 and [k.shape for k, _ in dense][:2] == [(3, 6), (6, 6)]
+
+    def relu(a):
+        return np.maximum(a, 0.0)
+
+    h = x.numpy() @ dense[0][0] + dense[0][1]
+    for (k1, b1), (k2, b2) in zip(dense[1::2], dense[2::2], strict=True):
+        h = h + relu(relu(h) @ k1 + b1) @ k2 + b2
+    expected = relu(h) @ net.out.kernel.numpy() + net.out.bias.numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one common width"):
+        nf.nn.MLP(3, 2, hidden_units=(6, 8), residual=True)

@@ -18,6 +18,7 @@ from .act_norm import ActNorm
 from .batch_norm import BatchNorm
 from .conditional import Conditional
 from .image import ChannelSplit, ImageCoupling, Squeeze, invertible_1x1_conv
+from .linear import lu_linear
 from .masked_autoregressive import MaskedAutoregressive
 from .mixture_cdf import MixtureCDF
 from .planar import Planar
@@ -27,7 +28,7 @@ from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 tfb = tfp.bijectors
 
 __all__ = ["ActNorm", "BatchNorm", "ChannelSplit", "Conditional", "ImageCoupling", "Squeeze",
-           "invertible_1x1_conv", "MaskedAutoregressive", "MixtureCDF",
+           "invertible_1x1_conv", "lu_linear", "MaskedAutoregressive", "MixtureCDF",
            "Planar", "Radial", "TanhShiftAffine", "TanhShiftParameters", "catalog"]
 
 
@@ -72,6 +73,15 @@ def _act_norm(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> 
     )
 
 
+def _lu_linear(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:
+    """An `lu_linear` map moved off its initial rotation, so that log|det W| is not zero."""
+    bij = lu_linear(features, dtype=dtype, seed=seed)
+    (lower_upper,) = bij.trainable_variables
+    lower_upper.assign_add(tf.random.stateless_normal(
+        [features, features], seed=[seed, 7], stddev=0.3, dtype=lower_upper.dtype))
+    return bij
+
+
 def _mixture_cdf(family: str) -> Callable[..., tfb.Bijector]:
     def factory(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0) -> tfb.Bijector:
         """A 4-component `MixtureCDF` per feature onto R (``to="normal"``, the probit fused in),
@@ -102,13 +112,14 @@ def catalog() -> dict[str, Callable[..., tfb.Bijector]]:
 
     Returns:
         A new dict mapping `"planar"`, `"planar_leaky_relu"`, `"radial"`, `"batch_norm"`,
-        `"act_norm"`, `"mixture_cdf_normal"` and `"mixture_cdf_logistic"` to their factories.
+        `"act_norm"`, `"lu_linear"`, `"mixture_cdf_normal"` and `"mixture_cdf_logistic"` to
+        their factories.
 
     Example:
         >>> from normalizingflows.bijectors import catalog
         >>> sorted(catalog())
-        ['act_norm', 'batch_norm', 'mixture_cdf_logistic', 'mixture_cdf_normal', 'planar',
-         'planar_leaky_relu', 'radial']
+        ['act_norm', 'batch_norm', 'lu_linear', 'mixture_cdf_logistic', 'mixture_cdf_normal',
+         'planar', 'planar_leaky_relu', 'radial']
         >>> catalog()["radial"](3, seed=1).forward([[0.0, 1.0, 2.0]]).shape
         TensorShape([1, 3])
     """
@@ -118,6 +129,7 @@ def catalog() -> dict[str, Callable[..., tfb.Bijector]]:
         "radial": _radial,
         "batch_norm": _batch_norm,
         "act_norm": _act_norm,
+        "lu_linear": _lu_linear,
         "mixture_cdf_normal": _mixture_cdf("normal"),
         "mixture_cdf_logistic": _mixture_cdf("logistic"),
     }

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from ._common import route_kwargs
+from .linear import lu_linear
 
 tfb = tfp.bijectors
 
@@ -354,18 +355,9 @@ class ImageCoupling(tfb.Bijector):
         return self._transform(y, context, -1.0)[1]
 
 
-class _ScaleMatvecLU(tfb.ScaleMatvecLU):
-    """``tfb.ScaleMatvecLU`` whose inverse keeps the static shape of its input (TFP's
-    ``lu_solve`` drops the height and width of images in graph mode, which the next coupling's
-    convolutions need)."""
-
-    def _inverse(self, y: tf.Tensor) -> tf.Tensor:
-        return tf.ensure_shape(super()._inverse(y), y.shape)
-
-
 def invertible_1x1_conv(channels: int, *, dtype: tf.DType = tf.float32, seed: int = 0,
                         name: str = "conv1x1") -> tfb.Bijector:
-    """Glow's invertible 1x1 convolution, LU-parameterised: ``tfb.ScaleMatvecLU`` per pixel.
+    """Glow's invertible 1x1 convolution: :func:`~normalizingflows.bijectors.lu_linear` per pixel.
 
     ``W = P L U`` with a fixed permutation ``P``, unit lower-triangular ``L`` and upper
     triangular ``U`` (one ``tf.Variable`` holding both); initialised from a seeded random
@@ -387,10 +379,4 @@ def invertible_1x1_conv(channels: int, *, dtype: tf.DType = tf.float32, seed: in
         >>> float(tf.reduce_max(tf.abs(conv.inverse(conv.forward(x)) - x))) < 1e-5
         True
     """
-    rng = np.random.default_rng(seed)
-    q, r = np.linalg.qr(rng.standard_normal((channels, channels)))
-    q = q * np.sign(np.diag(r))  # a Haar-random rotation (or reflection)
-    lower_upper, permutation = tf.linalg.lu(tf.constant(q, tf.float64))
-    return _ScaleMatvecLU(tf.Variable(tf.cast(lower_upper, dtype), name="lower_upper"),
-                             permutation=tf.constant(permutation.numpy(), tf.int32),
-                             name=name)
+    return lu_linear(channels, dtype=dtype, seed=seed, name=name)

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from ..bijectors import BatchNorm, MaskedAutoregressive
+from ..bijectors import BatchNorm, MaskedAutoregressive, lu_linear
 from ..nn import MADE, MLP
 
 tfb = tfp.bijectors
@@ -18,7 +18,7 @@ tfd = tfp.distributions
 
 __all__ = ["context_embedding", "accepts_kwargs", "normal_base", "layer_orders", "affine",
            "soft_clamp", "spline_param_count", "spline",
-           "autoregressive_stack", "coupling_permutations", "chain"]
+           "autoregressive_stack", "coupling_permutations", "lu_layer", "chain"]
 
 AR_ORDERS = ("sequential", "alternating", "random")
 COUPLING_ORDERS = ("alternating", "random")
@@ -139,13 +139,19 @@ def chain(steps: list[tfb.Bijector], name: str = "flow") -> tfb.Bijector:
     return tfb.Chain(steps, name=name)
 
 
+def lu_layer(features: int, index: int, *, seed: int, dtype: str) -> tfb.Bijector:
+    """The NSF paper's linear layer number ``index`` of a stack (``lu_layers=True``): a learned
+    :func:`~normalizingflows.bijectors.lu_linear` map, seeded apart from the stack's nets."""
+    return lu_linear(features, dtype=dtype, seed=seed * 1000 + 500 + index, name=f"lu_{index}")
+
+
 def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
                          activation: str, order: str, seed: int, dtype: str, params: int,
                          make_bijector: Callable[[tf.Tensor], tfb.Bijector]
                          | Sequence[Callable[[tf.Tensor], tfb.Bijector]],
                          invert: bool = False, batch_norm: bool = False,
-                         output_bias: np.ndarray | None = None, context: int | None = None
-                         ) -> tuple[list[tfb.Bijector], list[MADE]]:
+                         output_bias: np.ndarray | None = None, context: int | None = None,
+                         lu_layers: bool = False) -> tuple[list[tfb.Bijector], list[MADE]]:
     """Layers of a MAF-type flow, in data -> base order of the normalising direction.
 
     Each layer is a :class:`~normalizingflows.bijectors.MaskedAutoregressive` whose transformer
@@ -157,7 +163,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
     :class:`~normalizingflows.bijectors.BatchNorm` after each layer in the normalising
     direction (MAF paper). ``make_bijector`` may be one callable per
     layer. ``output_bias`` (one value per MADE output of one input) initialises the MADE
-    output bias.
+    output bias. ``lu_layers`` puts a learned LU linear map (:func:`lu_layer`) before every
+    layer and after the last (NSF paper).
 
     Returns:
         ``(steps, nets)``: pass ``steps`` to :func:`chain` for the base -> data bijector.
@@ -166,6 +173,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
               else [make_bijector] * layers)
     steps, nets = [], []
     for i, layer_order in enumerate(layer_orders(order, layers)):
+        if lu_layers:
+            steps.append(lu_layer(features, i, seed=seed, dtype=dtype))
         bias = "zeros" if output_bias is None else tf_keras.initializers.Constant(
             np.tile(np.asarray(output_bias, dtype=np.float64), features))
         made = MADE(features, params=params, hidden_units=hidden_units, activation=activation,
@@ -176,6 +185,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
         steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)
         if batch_norm:
             steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))
+    if lu_layers:
+        steps.append(lu_layer(features, layers, seed=seed, dtype=dtype))
     return steps, nets
 
 

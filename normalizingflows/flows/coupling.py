@@ -16,6 +16,7 @@ from ._parts import (
     chain,
     context_embedding,
     coupling_permutations,
+    lu_layer,
     normal_base,
     soft_clamp,
 )
@@ -30,7 +31,8 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
                    order: str, seed: int, dtype: str, params: int,
                    make_bijector: Callable[..., tfb.Bijector]
                    | Sequence[Callable[..., tfb.Bijector]], batch_norm: bool = False,
-                   context: int | None = None, training: bool = False
+                   context: int | None = None, training: bool = False,
+                   lu_layers: bool = False, residual: bool = False
                    ) -> tuple[list[tfb.Bijector], list[MLP]]:
     """Coupling layers (``tfb.RealNVP``) with permutations between them, data -> base order.
 
@@ -40,6 +42,9 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
     ``context`` is the width of the (embedded) context concatenated to every network's input.
     ``make_bijector`` may be one callable per layer; with ``training=True`` it is called as
     ``make_bijector(params, training=...)`` (for data-dependent initialisation).
+    ``lu_layers`` replaces the permutations by learned LU linear maps (:func:`lu_layer`), one
+    before every layer and one after the last, and ``residual`` makes the networks residual
+    (the NSF paper's recipe).
     """
     makers = (list(make_bijector) if isinstance(make_bijector, Sequence)
               else [make_bijector] * layers)
@@ -48,9 +53,11 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
     perms = coupling_permutations(features, layers, order, seed)
     steps, nets = [], []
     for i in range(layers):
+        if lu_layers:
+            steps.append(lu_layer(features, i, seed=seed, dtype=dtype))
         net = MLP(num_masked, transformed * params, hidden_units=hidden_units,
                   activation=activation, seed=seed * 1000 + i, dtype=dtype,
-                  context_features=context, name=f"coupling_net_{i}")
+                  context_features=context, residual=residual, name=f"coupling_net_{i}")
         nets.append(net)
 
         def bijector_fn(x0: tf.Tensor, input_depth: int, _net: MLP = net, _make=makers[i],
@@ -67,8 +74,10 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
         steps.append(accepts_kwargs(step, *names) if names else step)
         if batch_norm:
             steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))
-        if i < layers - 1:
+        if i < layers - 1 and not lu_layers:
             steps.append(tfb.Permute(perms[i].tolist(), name=f"permute_{i}"))
+    if lu_layers:
+        steps.append(lu_layer(features, layers, seed=seed, dtype=dtype))
     return steps, nets
 
 

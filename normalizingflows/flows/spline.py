@@ -24,10 +24,12 @@ _NSF = ("Neural Spline Flows", "https://arxiv.org/abs/1906.04032")
 
 
 @register("nsf_coupling", paper=_NSF[0], arxiv=_NSF[1], fast_direction="both", min_features=2,
-          test_variants=({}, {"bins": 3, "bound": 2.0, "order": "random"}))
+          test_variants=({}, {"bins": 3, "bound": 2.0, "order": "random"},
+                         {"lu_layers": True, "residual": True}))
 def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence[int] = 64,
                  activation: str = "relu", bins: int = 8, bound: float = 3.0,
                  order: str = "alternating", batch_norm: bool = False,
+                 lu_layers: bool = False, residual: bool = False,
                  context_features: int | None = None, context_net: Any = None, seed: int = 0,
                  dtype: str = "float32") -> Flow:
     """RQ-NSF (C): coupling layers whose transformer is a monotone rational-quadratic spline.
@@ -45,6 +47,11 @@ def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence
         bound: Half-width B of the spline interval.
         order: ``"alternating"`` (reverse between layers) or ``"random"``.
         batch_norm: Batch normalisation after each layer.
+        lu_layers: Learned LU-parameterised linear maps instead of the permutations, one
+            before every layer and one after the last (the paper's recipe; starts at random
+            rotations).
+        residual: Residual coupling networks (the paper's: one pre-activation residual block
+            per entry of ``hidden_units``, which must share one width).
         context_features: Width of the condition for a conditional flow p(x | c) (``None``:
             unconditional); every layer sees the context.
         context_net: Embedding of the context, trained jointly: ``None``, a list of widths
@@ -69,17 +76,18 @@ def nsf_coupling(features: int, *, layers: int = 4, hidden_units: int | Sequence
         activation=activation, order=order, seed=seed, dtype=dtype,
         params=spline_param_count(bins),
         make_bijector=functools.partial(spline, bins=bins, bound=float(bound)),
-        batch_norm=batch_norm, context=width)
+        batch_norm=batch_norm, context=width, lu_layers=lu_layers, residual=residual)
     return Flow(features=features, bijector=chain(steps), base=normal_base(features, dtype),
                 nets=nets, context_features=context_features, context_net=embed,
                 fast_direction="both", dtype=dtype, name="nsf_coupling")
 
 
 @register("nsf_autoregressive", paper=_NSF[0], arxiv=_NSF[1], fast_direction="density",
-          test_variants=({}, {"bins": 3, "bound": 2.0, "order": "random"}))
+          test_variants=({}, {"bins": 3, "bound": 2.0, "order": "random", "lu_layers": True}))
 def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Sequence[int] = 64,
                        activation: str = "relu", bins: int = 8, bound: float = 3.0,
                        order: str = "alternating", batch_norm: bool = False,
+                       lu_layers: bool = False,
                        context_features: int | None = None, context_net: Any = None, seed: int = 0,
                        dtype: str = "float32") -> Flow:
     """RQ-NSF (AR): autoregressive layers (MADE) whose transformer is a rational-quadratic spline.
@@ -93,6 +101,9 @@ def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Se
         bound: Half-width B of the spline interval (identity outside).
         order: ``"alternating"``, ``"sequential"`` or ``"random"``.
         batch_norm: Batch normalisation after each layer.
+        lu_layers: A learned LU-parameterised linear map before every layer and after the last
+            (the paper's recipe; starts at random rotations). The MADEs stay plain (the
+            paper's residual MADE is not in the catalog).
         context_features: Width of the condition for a conditional flow p(x | c) (``None``:
             unconditional); every layer sees the context.
         context_net: Embedding of the context, trained jointly: ``None``, a list of widths
@@ -117,7 +128,7 @@ def nsf_autoregressive(features: int, *, layers: int = 4, hidden_units: int | Se
         activation=activation, order=order, seed=seed, dtype=dtype,
         params=spline_param_count(bins),
         make_bijector=functools.partial(spline, bins=bins, bound=float(bound)),
-        batch_norm=batch_norm, context=width)
+        batch_norm=batch_norm, context=width, lu_layers=lu_layers)
     return Flow(features=features, bijector=chain(steps), base=normal_base(features, dtype),
                 nets=nets, context_features=context_features, context_net=embed,
                 fast_direction="density", dtype=dtype, name="nsf_autoregressive")

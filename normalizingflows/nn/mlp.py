@@ -20,12 +20,17 @@ class MLP(tf_keras.layers.Layer):
     ``output_initializer`` / ``output_bias_initializer`` change that start: a context embedding
     wants a random last layer, a hyper-network a random output bias (its base parameters).
 
+    ``residual=True`` makes it the Neural Spline Flows' residual network: a linear map to the
+    common width of ``hidden_units``, then one pre-activation residual block per entry,
+    ``h <- h + W2 act(W1 act(h))``, and the output layer on ``act(h)``.
+
     Args:
         in_features: Size of the input.
         out_features: Size of the output.
         hidden_units: Widths of the hidden layers.
         activation: Hidden activation.
         context_features: Size of an optional context concatenated to the input.
+        residual: Residual blocks instead of a plain stack (all ``hidden_units`` equal).
         output_initializer: Initialiser of the last kernel (``"zeros"`` by default).
         output_bias_initializer: Initialiser of the last bias (``"zeros"`` by default).
         seed: Seed of the initialisers.
@@ -40,18 +45,30 @@ class MLP(tf_keras.layers.Layer):
 
     def __init__(self, in_features: int, out_features: int, *,
                  hidden_units: Sequence[int] = (64, 64), activation: str = "relu",
-                 context_features: int | None = None, output_initializer: Any = "zeros",
-                 output_bias_initializer: Any = "zeros", seed: int = 0, **kwargs) -> None:
+                 context_features: int | None = None, residual: bool = False,
+                 output_initializer: Any = "zeros", output_bias_initializer: Any = "zeros",
+                 seed: int = 0, **kwargs) -> None:
         kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.context_features = context_features
+        self.residual = bool(residual)
+        hidden_units = [int(u) for u in hidden_units]
+        if self.residual and len(set(hidden_units)) != 1:
+            raise ValueError("residual=True needs hidden_units of one common width; got "
+                             f"{hidden_units}")
+        # A residual net: the input map (linear), then W1 (with the activation) and W2 (linear)
+        # of each block. A plain net: one Dense with the activation per hidden width.
+        units_acts = ([(hidden_units[0], None)]
+                      + [(u, a) for u in hidden_units for a in (activation, None)]
+                      if self.residual else [(u, activation) for u in hidden_units])
+        self._activation = tf_keras.activations.get(activation)
         self.hidden = [
             tf_keras.layers.Dense(
-                units, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}",
+                units, activation=act, dtype=self.dtype_policy, name=f"hidden_{i}",
                 kernel_initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + i))
-            for i, units in enumerate(hidden_units)
+            for i, (units, act) in enumerate(units_acts)
         ]
         out_init = seeded(output_initializer, seed * 7919 + 997)
         self.out = tf_keras.layers.Dense(out_features, kernel_initializer=out_init,
@@ -78,7 +95,13 @@ class MLP(tf_keras.layers.Layer):
         # Dense wants a matrix; any batch shape works. The width is known from construction
         # (inside tfb.RealNVP under Keras fit the static last dimension is not).
         h = tf.reshape(h, [-1, self.in_features + int(self.context_features or 0)])
-        for layer in self.hidden:
-            h = layer(h)
+        if self.residual:
+            h = self.hidden[0](h)
+            for w1, w2 in zip(self.hidden[1::2], self.hidden[2::2], strict=True):
+                h = h + w2(w1(self._activation(h)))
+            h = self._activation(h)
+        else:
+            for layer in self.hidden:
+                h = layer(h)
         out = tf.cast(self.out(h), self.dtype)  # float32 under a mixed policy
         return tf.reshape(out, tf.concat([batch_shape, [self.out_features]], axis=0))
