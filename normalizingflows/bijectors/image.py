@@ -357,21 +357,12 @@ class ImageCoupling(tfb.Bijector):
 
 def invertible_1x1_conv(channels: int, *, dtype: tf.DType = tf.float32, seed: int = 0,
                         name: str = "conv1x1") -> tfb.Bijector:
-    """Glow's invertible 1x1 convolution: :func:`~normalizingflows.bijectors.lu_linear` per pixel.
+    """Glow's invertible 1x1 convolution: :func:`~normalizingflows.bijectors.lu_linear` on the
+    ``channels`` axis of every pixel (``W = P L U``, a seeded random rotation at the start).
 
-    ``W = P L U`` with a fixed permutation ``P``, unit lower-triangular ``L`` and upper
-    triangular ``U`` (one ``tf.Variable`` holding both); initialised from a seeded random
-    rotation, so the map starts volume-preserving. On ``[..., H, W, C]`` images TFP reduces the
-    per-pixel log|det W| over the pixels: ``H * W * sum(log|diag U|)``.
-
-    Args:
-        channels: ``C``.
-        dtype: Float dtype.
-        seed: Seed of the initial rotation.
-        name: Name of the bijector.
-
-    Returns:
-        A ``tfb.ScaleMatvecLU`` owning its variable.
+    On ``[..., H, W, C]`` images TFP reduces the per-pixel log|det W| over the pixels:
+    ``H * W * sum(log|diag U|)``. The arguments are :func:`lu_linear`'s, with ``channels`` as
+    its ``features``.
 
     Example:
         >>> conv = invertible_1x1_conv(3, seed=1)
