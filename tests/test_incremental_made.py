@@ -161,3 +161,64 @@ def test_solve_rows_holds_the_cache_budget():
     assert MADE(43, hidden_units=(512, 512)).solve_rows == SOLVE_CACHE_BYTES // (4 * 1024)
     assert MADE(5, hidden_units=(8,)).solve_rows == SOLVE_CACHE_BYTES // (4 * 8)
     assert MADE(5, hidden_units=(4096, 4096)).solve_rows == 256
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["rows", "chunked"])
+@pytest.mark.parametrize("features,hidden,order,context,transform", CASES, ids=IDS)
+def test_solve_returns_the_parameters_it_used(features, hidden, order, context, transform,
+                                              chunked):
+    made, fast, _, z, c = _setup(features, hidden, order, context, transform, dtype=tf.float64)
+    if chunked:
+        made.solve_rows = 8  # 33 rows: five chunks, the last one padded
+    step = lambda params, z_i: fast._make_transform(params).forward(z_i)
+    x, params = made.solve(step, z, c, return_params=True)
+    np.testing.assert_allclose(params.numpy(), made(x, context=c).numpy(), atol=1e-12,
+                               rtol=1e-12)
+    np.testing.assert_allclose(made.solve(step, z, c).numpy(), x.numpy(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("features,hidden,order,context,transform",
+                         [CASES[3], CASES[4], CASES[9]], ids=[IDS[3], IDS[4], IDS[9]])
+def test_sequential_log_det_takes_no_extra_network_pass(features, hidden, order, context,
+                                                        transform, monkeypatch):
+    """An IAF density (MAF sample and log-prob) needs forward and its log-det on the same
+    input: the log-det comes from the parameters of the solve, not from another MADE pass."""
+    made, fast, reference, z, c = _setup(features, hidden, order, context, transform,
+                                         dtype=tf.float64)
+    passes = []
+    call = MADE.call
+    monkeypatch.setattr(MADE, "call", lambda self, *a, **k: passes.append(1) or call(self, *a,
+                                                                                     **k))
+    iaf = tfb.Invert(fast)
+    y = fast.forward(z, context=c)
+    ildj = iaf.inverse_log_det_jacobian(z, event_ndims=1, context=c)  # same z: cached
+    assert passes == []
+    expected = reference.forward_log_det_jacobian(z, event_ndims=1, **_kw(c))
+    np.testing.assert_allclose(ildj.numpy(), expected.numpy(), atol=1e-12, rtol=1e-12)
+    np.testing.assert_allclose(iaf.inverse(z, context=c).numpy(), y.numpy(), atol=0, rtol=0)
+    # the one-pass direction shares its pass between the inverse and its log-det the same way
+    y = tf.identity(y)
+    passes.clear()  # the reference's D passes
+    x = fast.inverse(y, context=c)
+    fast.inverse_log_det_jacobian(y, event_ndims=1, context=c)
+    assert passes == [1]
+    np.testing.assert_allclose(x.numpy(), z.numpy(), atol=1e-10, rtol=1e-10)
+
+
+def test_a_conditioner_solve_without_return_params_still_works():
+    made, fast, reference, z, c = _setup(*CASES[4], dtype=tf.float64)
+
+    class OldSolve:  # a user's conditioner written against the solve(step, z, context) form
+        def __call__(self, y, context=None):
+            return made(y, context=context)
+
+        def solve(self, step, z, context=None):
+            return made.solve(step, z, context)
+
+    old = MaskedAutoregressive(OldSolve(), fast._make_transform)
+    assert old.incremental
+    np.testing.assert_allclose(old.forward(z, context=c).numpy(),
+                               reference.forward(z, context=c).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        old.forward_log_det_jacobian(z, event_ndims=1, context=c).numpy(),
+        reference.forward_log_det_jacobian(z, event_ndims=1, context=c).numpy(), atol=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,10 @@ class MaskedAutoregressive(tfb.Bijector):
         self._conditioner = conditioner
         self._make_transform = make_transform
         self._incremental = bool(incremental) and hasattr(conditioner, "solve")
+        # A user's conditioner may have a solve without ``return_params`` (then the log-det
+        # takes one more network pass, as in TFP).
+        self._solve_params = self._incremental and (
+            "return_params" in inspect.signature(conditioner.solve).parameters)
         super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                          validate_args=validate_args, parameters=parameters, name=name)
 
@@ -76,10 +81,26 @@ class MaskedAutoregressive(tfb.Bijector):
         """Whether the forward runs the degree-blocked incremental solve."""
         return self._incremental
 
+    @staticmethod
+    def _cache_keys(context: Any) -> list[dict[str, Any]]:
+        """The keyword sets TFP's cache may key a call with this context by: a method called
+        without ``context`` and one called with ``context=None`` are two entries."""
+        return [{}, {"context": None}] if context is None else [{"context": context}]
+
     def _transform(self, y: tf.Tensor, context: Any) -> tfb.Bijector:
         return self._make_transform(self._conditioner(y, context=context))
 
     def _forward(self, x: tf.Tensor, context: Any = None) -> tf.Tensor:
+        if self._solve_params:
+            # The solve hands back the parameters it used, so the log-det needs no further
+            # network pass (an IAF density calls forward, then its log-det, on the same x).
+            y, params = self._conditioner.solve(
+                lambda params, x_i: self._make_transform(params).forward(x_i), x, context,
+                return_params=True)
+            ildj = -self._make_transform(params).forward_log_det_jacobian(x, event_ndims=1)
+            for kwargs in self._cache_keys(context):
+                self._cache.forward_attributes(x, **kwargs)["ildj"] = ildj
+            return y
         if self._incremental:
             return self._conditioner.solve(
                 lambda params, x_i: self._make_transform(params).forward(x_i), x, context)
@@ -98,9 +119,9 @@ class MaskedAutoregressive(tfb.Bijector):
         # in the cache attributes of ``y`` before calling _inverse_log_det_jacobian (a density
         # evaluation calls inverse, then inverse_log_det_jacobian, on the same ``y``).
         transform = self._transform(y, context)
-        kwargs = {} if context is None else {"context": context}
-        self._cache.inverse_attributes(y, **kwargs)["ildj"] = (
-            transform.inverse_log_det_jacobian(y, event_ndims=1))
+        ildj = transform.inverse_log_det_jacobian(y, event_ndims=1)
+        for kwargs in self._cache_keys(context):
+            self._cache.inverse_attributes(y, **kwargs)["ildj"] = ildj
         return transform.inverse(y)
 
     def _inverse_log_det_jacobian(self, y: tf.Tensor, context: Any = None) -> tf.Tensor:

@@ -59,7 +59,8 @@ class FlatImageConditioner:
         return tf.reverse(params, axis=[-2]) if self.reverse else params
 
     def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
-              context: tf.Tensor | None = None) -> tf.Tensor:
+              context: tf.Tensor | None = None, *, return_params: bool = False
+              ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         """Solve ``x_i = step(params_i(x), z_i)`` for every ``i`` in the autoregressive order.
 
         ``D`` PixelCNN passes in one ``tf.while_loop``; pass ``k`` transforms only the value
@@ -71,9 +72,11 @@ class FlatImageConditioner:
             step: ``fn(params [N, 1, P], z_i [N, 1]) -> x_i [N, 1]``.
             z: ``[..., D]`` values the transformer is applied to.
             context: ``[..., E]`` context (same batch shape as ``z``) or ``None``.
+            return_params: Also return the parameters the steps used, ``[..., D, P]``
+                (equal to ``self(x, context)``), kept from the passes of the loop.
 
         Returns:
-            ``x`` with the shape of ``z``.
+            ``x`` with the shape of ``z``, and the parameters if ``return_params``.
         """
         z = tf.convert_to_tensor(z, dtype=self.net.dtype)
         rows = tf.reshape(z, [-1, self.features])
@@ -83,23 +86,32 @@ class FlatImageConditioner:
             # Op by op, the D passes are slow, and a tape would record every op of every pass;
             # one traced graph (reused while ``step`` is the same function) runs fast and
             # differentiates as one call.
-            x = self._traced_loop(step)(rows, context)
+            x, params = self._traced_loop(step)(rows, context)
         else:
-            x = self._loop(step, rows, context)
-        return tf.reshape(x, tf.shape(z))
+            x, params = self._loop(step, rows, context)
+        x = tf.reshape(x, tf.shape(z))
+        if not return_params:
+            return x
+        return x, tf.reshape(params, tf.concat([tf.shape(z), [self.net.params]], axis=0))
 
     def _loop(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], rows: tf.Tensor,
-              context: tf.Tensor | None) -> tf.Tensor:
+              context: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor]:
         d = self.features
 
-        def body(k: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def body(k: tf.Tensor, x: tf.Tensor, kept: tf.Tensor
+                 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
             i = d - 1 - k if self.reverse else k
             params = tf.gather(self(x, context=context), [i], axis=1)  # [N, 1, P]
             x_i = step(params, tf.gather(rows, [i], axis=1))  # [N, 1]
-            return k + 1, x + x_i * tf.one_hot(i, d, dtype=x.dtype)
+            kept = kept + params * tf.one_hot(i, d, dtype=params.dtype)[:, None]
+            return k + 1, x + x_i * tf.one_hot(i, d, dtype=x.dtype), kept
 
-        return tf.while_loop(lambda k, _: k < d, body, (tf.constant(0), tf.zeros_like(rows)),
-                             maximum_iterations=d)[1]
+        kept = tf.zeros(tf.concat([tf.shape(rows), [self.net.params]], axis=0),
+                        self.net.dtype)
+        loop = tf.while_loop(lambda k, *_: k < d, body,
+                             (tf.constant(0), tf.zeros_like(rows), kept),
+                             maximum_iterations=d)
+        return loop[1], loop[2]
 
     def _traced_loop(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> Callable:
         """A ``tf.function`` of :meth:`_loop` with ``step`` fixed, cached per function.

@@ -37,6 +37,12 @@ MIN_BLOCK_UNITS = 32
 ORDERS = ("left-to-right", "right-to-left", "random")
 
 
+@tf.custom_gradient
+def _dense_gradient(t: tf.Tensor) -> tf.Tensor:
+    """Identity whose gradient is a dense tensor (not ``tf.IndexedSlices``)."""
+    return tf.identity(t), tf.convert_to_tensor
+
+
 def input_degrees(features: int, order: str | Sequence[int] = "left-to-right", *, seed: int = 0
                   ) -> np.ndarray:
     """Degrees 1..D of the inputs: input ``i`` may depend on inputs of smaller degree only.
@@ -283,12 +289,16 @@ class MADE(tf_keras.layers.Layer):
     def _masked_layers(self) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
         cd = self.compute_dtype
         # Tensors, not the variables (a same-dtype cast is the variable): XLA has no gather
-        # from a resource variable inside the solve's loop.
-        return [(kernel, tf.convert_to_tensor(tf.cast(bias, cd)))
+        # from a resource variable inside the solve's loop. The solve reads them by gathers,
+        # whose gradients are IndexedSlices: made dense here, so optimisers see the same
+        # gradient type as from a network pass.
+        return [(None if kernel is None else _dense_gradient(kernel),
+                 _dense_gradient(tf.convert_to_tensor(tf.cast(bias, cd))))
                 for kernel, bias in zip(self._dense_kernels(cd), self.biases, strict=True)]
 
     def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
-              context: tf.Tensor | None = None) -> tf.Tensor:
+              context: tf.Tensor | None = None, *, return_params: bool = False
+              ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         """Solve ``x_i = step(params_i(x), z_i)`` for every ``i`` in degree order, incrementally.
 
         This is the sequential direction of an autoregressive flow (MAF sampling, IAF density):
@@ -310,9 +320,12 @@ class MADE(tf_keras.layers.Layer):
                 transformer applied with the parameters of one input.
             z: ``[..., D]`` values the transformer is applied to.
             context: ``[..., C]`` context (same batch shape as ``z``) or ``None``.
+            return_params: Also return the parameters the steps used, ``[..., D, params]``
+                (equal to ``self(x, context)`` to float rounding): the log-det of the solved
+                direction without another network pass.
 
         Returns:
-            ``x`` with the shape of ``z``.
+            ``x`` with the shape of ``z``, and the parameters if ``return_params``.
         """
         z = tf.convert_to_tensor(z, dtype=self.dtype)
         shape = tf.shape(z)
@@ -328,10 +341,14 @@ class MADE(tf_keras.layers.Layer):
         layers = self._masked_layers()
         rows = tf.compat.dimension_value(z_t.shape[1])
         if rows is not None and rows <= self.solve_rows:
-            x_t = self._solve_rows(step, layers, z_t, context_pre)
+            x_t, params_t = self._solve_rows(step, layers, z_t, context_pre)
         else:
-            x_t = self._solve_chunked(step, layers, z_t, context_pre)
-        return tf.reshape(tf.transpose(x_t), shape)
+            x_t, params_t = self._solve_chunked(step, layers, z_t, context_pre)
+        x = tf.reshape(tf.transpose(x_t), shape)
+        if not return_params:
+            return x
+        params = tf.transpose(params_t, [2, 0, 1])  # [D, P, N] -> [N, D, P]
+        return x, tf.reshape(params, tf.concat([shape, [self.params]], axis=0))
 
     def _solve_chunked(self, step, layers, z_t, context_pre):
         """Solve ``C`` equal chunks of at most ``solve_rows`` columns one after the other.
@@ -350,13 +367,17 @@ class MADE(tf_keras.layers.Layer):
             return tf.transpose(tf.reshape(t, [t.shape[0], chunks, size]), [1, 0, 2])
 
         parts = (split(z_t),) if context_pre is None else (split(z_t), split(context_pre))
-        x = tf.map_fn(lambda p: self._solve_rows(step, layers, *p), parts,
-                      fn_output_signature=z_t.dtype, parallel_iterations=1)
+        x, params = tf.map_fn(lambda p: self._solve_rows(step, layers, *p), parts,
+                              fn_output_signature=(z_t.dtype, z_t.dtype),
+                              parallel_iterations=1)
         x = tf.reshape(tf.transpose(x, [1, 0, 2]), [self.features, chunks * size])
-        return x[:, :n]
+        params = tf.reshape(tf.transpose(params, [1, 2, 0, 3]),
+                            [self.features, self.params, chunks * size])
+        return x[:, :n], params[:, :, :n]
 
     def _solve_rows(self, step, layers, z_t, context_pre=None):
-        """The incremental solve of ``z_t [D, N]`` (feature-major) in one ``tf.while_loop``."""
+        """The incremental solve of ``z_t [D, N]`` (feature-major) in one ``tf.while_loop``;
+        returns ``x_t [D, N]`` and the parameters ``[D, params, N]`` its steps used."""
         d = self.features
         n = tf.shape(z_t)[1]
         order = np.argsort(self.degrees, kind="stable").astype(np.int32)  # input of degree k+1
@@ -377,7 +398,7 @@ class MADE(tf_keras.layers.Layer):
 
         cd = self.compute_dtype
 
-        def body(k, x_t, *hidden):
+        def body(k, x_t, params_t, *hidden):
             # Shapes come from tensors in the loop, not from a captured tf.shape: XLA needs them
             # static in the gradient loop too.
             ones = tf.ones_like(x_t[:1], dtype=cd)
@@ -406,10 +427,12 @@ class MADE(tf_keras.layers.Layer):
             params = tf.cast(params * ones, self.dtype)  # the transformer's dtype (float32)
             x_i = step(tf.transpose(params)[:, None, :], tf.gather(z_t, i)[:, None])
             x_t = tf.tensor_scatter_nd_update(x_t, [[i]], tf.transpose(x_i))
-            return (k + 1, x_t, *hidden)
+            params_t = tf.tensor_scatter_nd_update(params_t, [[i]], params[None])
+            return (k + 1, x_t, params_t, *hidden)
 
         hidden0 = [tf.zeros([u, n], cd) for u in self.hidden_units]
+        params0 = tf.zeros([d, self.params, n], self.dtype)
         loop = tf.while_loop(lambda k, *_: k < d, body, (tf.constant(0), tf.zeros_like(z_t),
-                                                          *hidden0),
+                                                          params0, *hidden0),
                              maximum_iterations=d)
-        return loop[1]
+        return loop[1], loop[2]
