@@ -188,10 +188,12 @@ class MADE(tf_keras.layers.Layer):
                 if full is None:
                     full = tf.gather(tf.gather(init(mask.shape, dtype=self.dtype), rows),
                                      cols, axis=1)
-                block = full[:prefix, group[0]:group[-1] + 1]
+                # Stored [units, inputs]: the feature-major matmul is then ``K @ h``, which
+                # XLA's CPU dot runs about 1.3-1.8x faster than ``K^T @ h`` (see call).
+                block = tf.transpose(full[:prefix, group[0]:group[-1] + 1])
                 kernel = self.add_weight(f"kernel_{i}_{g}", shape=block.shape,
                                          initializer=lambda shape, dtype=None, b=block: b)
-                block_mask = sorted_mask[:prefix, group]
+                block_mask = sorted_mask[:prefix, group].T
                 layer_blocks.append((kernel, None if block_mask.all() else
                                      block_mask.astype(np.float32), prefix, group))
             self.kernel_blocks.append(layer_blocks)
@@ -217,7 +219,9 @@ class MADE(tf_keras.layers.Layer):
         batch_shape = tf.shape(x)[:-1]
         if context is not None and self.context_kernel is None:
             raise ValueError("context was given but this MADE has context_features=None")
-        # Feature-major [units, N]: the prefix of input rows a block reaches is contiguous.
+        # Feature-major [units, N]: the prefix of input rows a block reaches is contiguous,
+        # and with kernels stored [units, inputs] every matmul is the plain ``K @ h`` (the
+        # ``K^T @ h`` of [inputs, units] kernels ran MAF(5)'s log_prob about 25% slower).
         h = tf.transpose(tf.reshape(x, [-1, self.features]))
         if not np.array_equal(self._in_order, np.arange(self.features)):
             h = tf.gather(h, self._in_order)
@@ -225,7 +229,7 @@ class MADE(tf_keras.layers.Layer):
         n = len(self._masks)
         for i, bias in enumerate(self.biases):
             units = self._masks[i].shape[1]
-            parts = [tf.matmul(kernel, h[:prefix], transpose_a=True) if kernel is not None
+            parts = [tf.matmul(kernel, h[:prefix]) if kernel is not None
                      else tf.zeros([size, 1], cd) * ones  # units no input reaches
                      for kernel, prefix, size in self._column_groups(i)]
             pre = parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
@@ -243,8 +247,8 @@ class MADE(tf_keras.layers.Layer):
 
     def _column_groups(self, i: int, dtype: Any = None) -> list[tuple[tf.Tensor | None, int, int]]:
         """Layer ``i``'s units in sorted order as ``(masked kernel, input prefix, units)``
-        pieces, kernels in ``dtype`` (default: the compute dtype); ``(None, 0, units)`` for a
-        run of units no input reaches."""
+        pieces, kernels ``[units, prefix]`` in ``dtype`` (default: the compute dtype);
+        ``(None, 0, units)`` for a run of units no input reaches."""
         dtype = dtype or self.compute_dtype
         pieces, done = [], 0
         for kernel, mask, prefix, group in self.kernel_blocks[i]:
@@ -265,24 +269,26 @@ class MADE(tf_keras.layers.Layer):
 
         ``None`` for a layer the masks leave empty (only the bias and the context reach it).
         """
-        return self._dense_kernels(self.dtype)
+        return [None if k is None else tf.transpose(k)
+                for k in self._dense_kernels_t(self.dtype)]
 
-    def _dense_kernels(self, dtype: Any) -> list[tf.Tensor | None]:
+    def _dense_kernels_t(self, dtype: Any) -> list[tf.Tensor | None]:
+        """The masked kernels as dense ``[units, inputs]`` tensors in the original order."""
         out = []
         for i, blocks in enumerate(self.kernel_blocks):
             if not blocks:
                 out.append(None)
                 continue
             rows, units = self._masks[i].shape
-            dense = tf.concat([tf.pad(kernel, [[0, rows - prefix], [0, 0]]) if kernel is not None
-                               else tf.zeros([rows, size], dtype)
+            dense = tf.concat([tf.pad(kernel, [[0, 0], [0, rows - prefix]]) if kernel is not None
+                               else tf.zeros([size, rows], dtype)
                                for kernel, prefix, size in self._column_groups(i, dtype)],
-                              axis=1)
+                              axis=0)
             if i == 0 and not np.array_equal(self._in_order, np.arange(rows)):
-                dense = tf.gather(dense, np.argsort(self._in_order))
+                dense = tf.gather(dense, np.argsort(self._in_order), axis=1)
             if (i == len(self.kernel_blocks) - 1
                     and not np.array_equal(self._out_order, np.arange(units))):
-                dense = tf.gather(dense, self._out_inverse, axis=1)
+                dense = tf.gather(dense, self._out_inverse)
             out.append(dense)
         return out
 
@@ -294,7 +300,7 @@ class MADE(tf_keras.layers.Layer):
         # gradient type as from a network pass.
         return [(None if kernel is None else _dense_gradient(kernel),
                  _dense_gradient(tf.convert_to_tensor(tf.cast(bias, cd))))
-                for kernel, bias in zip(self._dense_kernels(cd), self.biases, strict=True)]
+                for kernel, bias in zip(self._dense_kernels_t(cd), self.biases, strict=True)]
 
     def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
               context: tf.Tensor | None = None, *, return_params: bool = False
@@ -390,7 +396,7 @@ class MADE(tf_keras.layers.Layer):
             windows.append((tf.constant(np.minimum(lo, degrees.size - size), tf.int32), size))
         out_kernel, out_bias = layers[-1]
         if out_kernel is not None:
-            out_kernel = tf.reshape(out_kernel, [out_kernel.shape[0], d, self.params])
+            out_kernel = tf.reshape(out_kernel, [d, self.params, out_kernel.shape[1]])
         out_bias = tf.reshape(out_bias, [d, self.params])
         if context_pre is not None and not self.hidden_units:
             context_pre = tf.reshape(context_pre, [d, self.params, n])
@@ -410,8 +416,7 @@ class MADE(tf_keras.layers.Layer):
                 rows = (starts[k] + tf.range(size))[:, None]
                 pre = tf.gather_nd(bias, rows)[:, None]
                 if kernel is not None:
-                    pre = pre + tf.matmul(tf.gather(kernel, rows[:, 0], axis=1), below,
-                                          transpose_a=True)
+                    pre = pre + tf.matmul(tf.gather(kernel, rows[:, 0]), below)
                 if j == 0 and context_pre is not None:
                     pre = pre + tf.gather_nd(context_pre, rows)
                 pre = pre * ones  # [size, N]: the bias alone when the kernel is fully masked
@@ -420,8 +425,7 @@ class MADE(tf_keras.layers.Layer):
             i = order_t[k]
             params = tf.reshape(tf.gather(out_bias, i), [self.params, 1])
             if out_kernel is not None:
-                params = params + tf.matmul(tf.gather(out_kernel, i, axis=1), below,
-                                            transpose_a=True)
+                params = params + tf.matmul(tf.gather(out_kernel, i), below)
             if context_pre is not None and not self.hidden_units:
                 params = params + tf.gather(context_pre, i)
             params = tf.cast(params * ones, self.dtype)  # the transformer's dtype (float32)
