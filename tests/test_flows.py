@@ -401,3 +401,106 @@ def test_residual_mlp_is_pre_activation_blocks():
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="one common width"):
         nf.nn.MLP(3, 2, hidden_units=(6, 8), residual=True)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "dropout"])
+@pytest.mark.parametrize("order", ["left-to-right", "random"])
+@pytest.mark.parametrize("features,context,blocks", [(1, None, 2), (3, None, 1), (5, 2, 3),
+                                                     (6, None, 8)])
+def test_residual_made_is_autoregressive_and_pre_activation_blocks(features, context, blocks,
+                                                                   order, training,
+                                                                   tiny_blocks):
+    # ResMADE: h0 = W0 x (+ context), h <- h + W2 act(W1 act(h)) per block, out on act(h), with
+    # every kernel masked; the Jacobian stays strictly below the order, with dropout too.
+    made = nf.nn.MADE(features, params=3, hidden_units=(16, 16), order=order, seed=7,
+                      context_features=context, output_initializer="glorot_uniform",
+                      blocks=blocks, residual=True, dropout=0.5 if training else 0.0,
+                      activation="tanh")
+    x = data(features, n=4)
+    c = None if context is None else data(context, n=4, seed=3)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = made(x, context=c, training=training)
+    jac = tape.batch_jacobian(out, x).numpy()
+    allowed = made.degrees[None, :] < made.degrees[:, None]
+    for p in range(3):
+        block = jac[:, :, p, :]
+        assert np.abs(block[:, ~allowed]).max(initial=0.0) == 0.0
+        if allowed.any():
+            assert np.abs(block[:, allowed]).max() > 0.0
+    if training:
+        return
+    masks = made.masks()
+    kernels = [np.zeros(m.shape, np.float32) if k is None else k.numpy()  # None: fully masked
+               for k, m in zip(made.dense_kernels(), masks, strict=True)]
+    biases = [b.numpy() for b in made.biases]
+    assert len(kernels) == 6  # input map, two blocks of two, output
+    h = x.numpy() @ kernels[0] + biases[0]
+    if c is not None:
+        h = h + c.numpy() @ made.context_kernel.numpy()
+    for j in (1, 3):
+        h = h + np.tanh(np.tanh(h) @ kernels[j] + biases[j]) @ kernels[j + 1] + biases[j + 1]
+    expected = (np.tanh(h) @ kernels[5] + biases[5]).reshape(4, features, 3)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="one common width"):
+        nf.nn.MADE(3, hidden_units=(6, 8), residual=True)
+
+
+@pytest.mark.parametrize("net", ["made", "mlp", "mlp_residual"])
+def test_dropout_only_while_training(net):
+    kwargs = dict(hidden_units=(32, 32), seed=2, output_initializer="glorot_uniform")
+    if net == "made":
+        make = lambda rate: nf.nn.MADE(4, params=2, dropout=rate, **kwargs)
+    else:
+        make = lambda rate: nf.nn.MLP(4, 6, dropout=rate, residual=net == "mlp_residual",
+                                      **kwargs)
+    plain, dropped = make(0.0), make(0.5)
+    x = data(4, n=64)
+    # the rate changes nothing else: same initial weights, same map when not training
+    np.testing.assert_array_equal(dropped(x).numpy(), plain(x).numpy())
+    np.testing.assert_array_equal(dropped(x, training=False).numpy(), plain(x).numpy())
+    a, b = dropped(x, training=True).numpy(), dropped(x, training=True).numpy()
+    assert np.abs(a - b).max() > 1e-3 and np.abs(a - plain(x).numpy()).max() > 1e-3
+    np.testing.assert_array_equal(plain(x, training=True).numpy(), plain(x).numpy())
+    with pytest.raises(ValueError, match="dropout"):
+        make(1.0)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("nsf_coupling", {"residual": True, "lu_layers": True}),
+    ("nsf_autoregressive", {"residual": True}),
+    ("nsf_coupling", {}),
+    ("nsf_autoregressive", {"context_features": 2}),
+])
+def test_dropout_flow_uses_one_network_pass_per_layer(name, kwargs, monkeypatch):
+    """With dropout the map and its log-det must come from one network call (one mask):
+    TFP's RealNVP would call the network again for the log-det."""
+    flow = nf.flows.build(name, 4, layers=2, hidden_units=(16,), dropout=0.5, seed=1, **kwargs)
+    for net in flow.nets:  # leave the identity start, so that dropout changes the density
+        for v in net.trainable_variables:
+            v.assign(tf.random.stateless_normal(v.shape, seed=[3, v.shape.num_elements()],
+                                                stddev=0.3))
+    x = data(4, n=32)
+    c = data(2, n=32, seed=5) if "context_features" in kwargs else None
+    calls = []
+    for net in flow.nets:
+        call = net.call
+        monkeypatch.setattr(net, "call", lambda *a, _call=call, **k: calls.append(
+            k.get("training")) or _call(*a, **k))
+    train = flow.log_prob(x, context=c, training=True)
+    assert calls == [True, True]
+    calls.clear()
+    np.testing.assert_array_equal(flow.log_prob(x, context=c).numpy(),
+                                  flow.log_prob(x, context=c).numpy())
+    assert calls == [False, False] * 2 or calls == [None, None] * 2
+    assert np.abs(train.numpy() - flow.log_prob(x, context=c, training=True).numpy()).max() > 1e-3
+    assert np.all(np.isfinite(train.numpy()))
+
+
+@pytest.mark.parametrize("name", ["nsf_coupling", "nsf_autoregressive"])
+def test_dropout_flow_trains_compiled(name):
+    flow = nf.flows.build(name, 3, layers=2, hidden_units=(16,), dropout=0.2, residual=True)
+    flow.compile(tf_keras.optimizers.Adam(1e-3))
+    history = flow.fit(data(3, n=256), epochs=2, batch_size=64, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert flow.jit_compile is True  # the XLA step compiled, with the dropout in it (no fallback)

@@ -222,3 +222,28 @@ def test_a_conditioner_solve_without_return_params_still_works():
     np.testing.assert_allclose(
         old.forward_log_det_jacobian(z, event_ndims=1, context=c).numpy(),
         reference.forward_log_det_jacobian(z, event_ndims=1, context=c).numpy(), atol=1e-12)
+
+
+# ResMADE: every hidden layer has one width and the same degrees (features, hidden, context)
+RESIDUAL_CASES = [(1, (6,), 2), (5, (16, 16), None), (7, (10,), 3), (9, (4, 4), None)]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["rows", "chunked"])
+@pytest.mark.parametrize("features,hidden,context", RESIDUAL_CASES,
+                         ids=[f"D{d}-h{'x'.join(map(str, h))}-c{c}" for d, h, c in RESIDUAL_CASES])
+def test_residual_made_solve_equals_d_passes(features, hidden, context, chunked):
+    made = MADE(features, params=spline_param_count(BINS), hidden_units=hidden, order="random",
+                context_features=context, seed=3, dtype=tf.float64, residual=True,
+                dropout=0.5, output_initializer="glorot_uniform",
+                output_bias_initializer="random_normal")
+    if chunked:
+        made.solve_rows = 8
+    z = tf.random.stateless_normal([33, features], seed=[1, 2], dtype=tf.float64)
+    c = None if context is None else tf.random.stateless_normal([33, context], seed=[3, 4],
+                                                                dtype=tf.float64)
+    reference = tfb.MaskedAutoregressiveFlow(
+        bijector_fn=lambda y, **kwargs: _spline(made(y, context=kwargs.get("context"))))
+    step = lambda params, z_i: _spline(params).forward(z_i)
+    x, params = made.solve(step, z, c, return_params=True)  # no dropout in the solve
+    np.testing.assert_allclose(x.numpy(), reference.forward(z, **_kw(c)).numpy(), atol=1e-10)
+    np.testing.assert_allclose(params.numpy(), made(x, context=c).numpy(), atol=1e-12)

@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 from .act_norm import ActNorm
 from .batch_norm import BatchNorm
 from .conditional import Conditional
+from .coupling import Coupling
 from .image import ChannelSplit, ImageCoupling, Squeeze, invertible_1x1_conv
 from .linear import lu_linear
 from .masked_autoregressive import MaskedAutoregressive
@@ -27,8 +28,8 @@ from .tanh_shift import TanhShiftAffine, TanhShiftParameters
 
 tfb = tfp.bijectors
 
-__all__ = ["ActNorm", "BatchNorm", "ChannelSplit", "Conditional", "ImageCoupling", "Squeeze",
-           "invertible_1x1_conv", "lu_linear", "MaskedAutoregressive", "MixtureCDF",
+__all__ = ["ActNorm", "BatchNorm", "ChannelSplit", "Conditional", "Coupling", "ImageCoupling",
+           "Squeeze", "invertible_1x1_conv", "lu_linear", "MaskedAutoregressive", "MixtureCDF",
            "Planar", "Radial", "TanhShiftAffine", "TanhShiftParameters", "catalog"]
 
 

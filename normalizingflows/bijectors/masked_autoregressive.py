@@ -9,6 +9,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from ._common import static_bool
+
 tfb = tfp.bijectors
 
 __all__ = ["MaskedAutoregressive"]
@@ -27,8 +29,11 @@ class MaskedAutoregressive(tfb.Bijector):
     multiply-adds of about one pass. ``incremental=False`` (or a conditioner without
     ``solve``) runs the ``D`` full passes in a ``tf.while_loop``.
 
-    The context (a conditional flow's condition) is an explicit keyword of every method, so
-    ``Flow`` and ``tfb.Chain`` route it here.
+    Every method takes the keywords ``context`` (a conditional flow's condition) and
+    ``training`` (passed to a conditioner that takes it, e.g. for a MADE's dropout), which
+    ``Flow`` and ``tfb.Chain`` route here. Each direction runs the conditioner once for the map
+    and its log-det together (the log-det goes into TFP's cache), so with dropout both use one
+    dropout mask.
 
     Args:
         conditioner: ``fn(y [..., D], context=None) -> params [..., D, P]`` whose output ``i``
@@ -68,6 +73,10 @@ class MaskedAutoregressive(tfb.Bijector):
         # takes one more network pass, as in TFP).
         self._solve_params = self._incremental and (
             "return_params" in inspect.signature(conditioner.solve).parameters)
+        self._takes_training = "training" in inspect.signature(
+            getattr(conditioner, "call", conditioner)).parameters
+        #: The keywords this bijector takes (read by ``Flow``'s routing, see ``accepts``).
+        self._nf_kwargs = ("context", "training") if self._takes_training else ("context",)
         super().__init__(forward_min_event_ndims=1, is_constant_jacobian=False,
                          validate_args=validate_args, parameters=parameters, name=name)
 
@@ -81,48 +90,54 @@ class MaskedAutoregressive(tfb.Bijector):
         """Whether the forward runs the degree-blocked incremental solve."""
         return self._incremental
 
-    @staticmethod
-    def _cache_keys(context: Any) -> list[dict[str, Any]]:
-        """The keyword sets TFP's cache may key a call with this context by: a method called
-        without ``context`` and one called with ``context=None`` are two entries."""
-        return [{}, {"context": None}] if context is None else [{"context": context}]
+    def _conditioner_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(kwargs) - set(self._nf_kwargs)
+        if unknown:
+            raise TypeError(f"{self.name} takes the keywords {list(self._nf_kwargs)}; got "
+                            f"{sorted(unknown)}")
+        out = {"context": kwargs.get("context")}
+        if static_bool(kwargs.get("training", False), "training"):
+            out["training"] = True
+        return out
 
-    def _transform(self, y: tf.Tensor, context: Any) -> tfb.Bijector:
-        return self._make_transform(self._conditioner(y, context=context))
+    def _transform(self, y: tf.Tensor, kwargs: dict[str, Any]) -> tfb.Bijector:
+        return self._make_transform(self._conditioner(y, **self._conditioner_kwargs(kwargs)))
 
-    def _forward(self, x: tf.Tensor, context: Any = None) -> tf.Tensor:
+    def _step(self, params: tf.Tensor, x_i: tf.Tensor) -> tf.Tensor:
+        return self._make_transform(params).forward(x_i)
+
+    # The methods take ``**kwargs`` so that TFP's cache keys a call by exactly the keywords
+    # it was given: the log-det stored by ``_forward``/``_inverse`` is found under that key.
+    def _forward(self, x: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        context = self._conditioner_kwargs(kwargs)["context"]
         if self._solve_params:
             # The solve hands back the parameters it used, so the log-det needs no further
             # network pass (an IAF density calls forward, then its log-det, on the same x).
-            y, params = self._conditioner.solve(
-                lambda params, x_i: self._make_transform(params).forward(x_i), x, context,
-                return_params=True)
-            ildj = -self._make_transform(params).forward_log_det_jacobian(x, event_ndims=1)
-            for kwargs in self._cache_keys(context):
-                self._cache.forward_attributes(x, **kwargs)["ildj"] = ildj
+            # The solve never applies dropout.
+            y, params = self._conditioner.solve(self._step, x, context, return_params=True)
+            self._cache.forward_attributes(x, **kwargs)["ildj"] = (
+                -self._make_transform(params).forward_log_det_jacobian(x, event_ndims=1))
             return y
         if self._incremental:
-            return self._conditioner.solve(
-                lambda params, x_i: self._make_transform(params).forward(x_i), x, context)
+            return self._conditioner.solve(self._step, x, context)
         d = tf.compat.dimension_value(x.shape[-1])
         if d is None:
             d = tf.shape(x)[-1]
 
         def body(k: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return k + 1, self._transform(y, context).forward(x)
+            return k + 1, self._transform(y, kwargs).forward(x)
 
         return tf.while_loop(lambda k, _: k < d, body, (tf.constant(0), tf.zeros_like(x)),
                              maximum_iterations=d)[1]
 
-    def _inverse(self, y: tf.Tensor, context: Any = None) -> tf.Tensor:
+    def _inverse(self, y: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # One conditioner pass for both the inverse and its log-det: TFP looks the log-det up
         # in the cache attributes of ``y`` before calling _inverse_log_det_jacobian (a density
         # evaluation calls inverse, then inverse_log_det_jacobian, on the same ``y``).
-        transform = self._transform(y, context)
-        ildj = transform.inverse_log_det_jacobian(y, event_ndims=1)
-        for kwargs in self._cache_keys(context):
-            self._cache.inverse_attributes(y, **kwargs)["ildj"] = ildj
+        transform = self._transform(y, kwargs)
+        self._cache.inverse_attributes(y, **kwargs)["ildj"] = (
+            transform.inverse_log_det_jacobian(y, event_ndims=1))
         return transform.inverse(y)
 
-    def _inverse_log_det_jacobian(self, y: tf.Tensor, context: Any = None) -> tf.Tensor:
-        return self._transform(y, context).inverse_log_det_jacobian(y, event_ndims=1)
+    def _inverse_log_det_jacobian(self, y: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        return self._transform(y, kwargs).inverse_log_det_jacobian(y, event_ndims=1)

@@ -151,7 +151,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
                          | Sequence[Callable[[tf.Tensor], tfb.Bijector]],
                          invert: bool = False, batch_norm: bool = False,
                          output_bias: np.ndarray | None = None, context: int | None = None,
-                         lu_layers: bool = False) -> tuple[list[tfb.Bijector], list[MADE]]:
+                         lu_layers: bool = False, residual: bool = False, dropout: float = 0.0
+                         ) -> tuple[list[tfb.Bijector], list[MADE]]:
     """Layers of a MAF-type flow, in data -> base order of the normalising direction.
 
     Each layer is a :class:`~normalizingflows.bijectors.MaskedAutoregressive` whose transformer
@@ -164,7 +165,9 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
     direction (MAF paper). ``make_bijector`` may be one callable per
     layer. ``output_bias`` (one value per MADE output of one input) initialises the MADE
     output bias. ``lu_layers`` puts a learned LU linear map (:func:`lu_layer`) before every
-    layer and after the last (NSF paper).
+    layer and after the last (NSF paper). ``residual`` makes each MADE a ResMADE and
+    ``dropout`` is its dropout rate under ``training=True`` (NSF paper; see
+    :class:`~normalizingflows.nn.MADE`).
 
     Returns:
         ``(steps, nets)``: pass ``steps`` to :func:`chain` for the base -> data bijector.
@@ -179,7 +182,8 @@ def autoregressive_stack(features: int, *, layers: int, hidden_units: tuple[int,
             np.tile(np.asarray(output_bias, dtype=np.float64), features))
         made = MADE(features, params=params, hidden_units=hidden_units, activation=activation,
                     order=layer_order, seed=seed * 1000 + i, dtype=dtype, name=f"made_{i}",
-                    output_bias_initializer=bias, context_features=context)
+                    output_bias_initializer=bias, context_features=context,
+                    residual=residual, dropout=dropout)
         nets.append(made)
         step = MaskedAutoregressive(made, makers[i], name=f"maf_{i}")
         steps.append(tfb.Invert(step, name=f"iaf_{i}") if invert else step)

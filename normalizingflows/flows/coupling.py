@@ -9,7 +9,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from ..bijectors import BatchNorm, TanhShiftParameters
+from ..bijectors import BatchNorm, Coupling, TanhShiftParameters
 from ..nn import MLP
 from ._parts import (
     accepts_kwargs,
@@ -32,9 +32,10 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
                    make_bijector: Callable[..., tfb.Bijector]
                    | Sequence[Callable[..., tfb.Bijector]], batch_norm: bool = False,
                    context: int | None = None, training: bool = False,
-                   lu_layers: bool = False, residual: bool = False
+                   lu_layers: bool = False, residual: bool = False, dropout: float = 0.0
                    ) -> tuple[list[tfb.Bijector], list[MLP]]:
-    """Coupling layers (``tfb.RealNVP``) with permutations between them, data -> base order.
+    """Coupling layers (:class:`~normalizingflows.bijectors.Coupling`, a ``tfb.RealNVP`` with
+    one network pass per direction) with permutations between them, data -> base order.
 
     The first ``features // 2`` coordinates condition an elementwise bijector
     (``make_bijector(params [..., n, params])``) of the other ``n = features - features // 2``;
@@ -44,7 +45,8 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
     ``make_bijector(params, training=...)`` (for data-dependent initialisation).
     ``lu_layers`` replaces the permutations by learned LU linear maps (:func:`lu_layer`), one
     before every layer and one after the last, and ``residual`` makes the networks residual
-    (the NSF paper's recipe).
+    (the NSF paper's recipe). ``dropout`` is the networks' dropout rate under
+    ``training=True`` (the flow then routes ``training`` to every layer).
     """
     makers = (list(make_bijector) if isinstance(make_bijector, Sequence)
               else [make_bijector] * layers)
@@ -57,20 +59,22 @@ def coupling_stack(features: int, *, layers: int, hidden_units: tuple[int, ...],
             steps.append(lu_layer(features, i, seed=seed, dtype=dtype))
         net = MLP(num_masked, transformed * params, hidden_units=hidden_units,
                   activation=activation, seed=seed * 1000 + i, dtype=dtype,
-                  context_features=context, residual=residual, name=f"coupling_net_{i}")
+                  context_features=context, residual=residual, dropout=dropout,
+                  name=f"coupling_net_{i}")
         nets.append(net)
 
         def bijector_fn(x0: tf.Tensor, input_depth: int, _net: MLP = net, _make=makers[i],
                         **kwargs) -> tfb.Bijector:
-            out = _net(x0, context=kwargs.get("context"))
+            out = _net(x0, context=kwargs.get("context"),
+                       training=bool(dropout) and kwargs.get("training", False))
             shape = tf.concat([tf.shape(out)[:-1], [input_depth, params]], axis=0)
             out = tf.reshape(out, shape)
             if training:
                 return _make(out, training=kwargs.get("training", False))
             return _make(out)
 
-        step = tfb.RealNVP(num_masked=num_masked, bijector_fn=bijector_fn, name=f"coupling_{i}")
-        names = ("context",) * bool(context) + ("training",) * training
+        step = Coupling(num_masked=num_masked, bijector_fn=bijector_fn, name=f"coupling_{i}")
+        names = ("context",) * bool(context) + ("training",) * (training or bool(dropout))
         steps.append(accepts_kwargs(step, *names) if names else step)
         if batch_norm:
             steps.append(BatchNorm.new(features, dtype=dtype, name=f"batch_norm_{i}"))

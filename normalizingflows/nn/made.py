@@ -113,7 +113,15 @@ class MADE(tf_keras.layers.Layer):
             at the identity; mixtures need a random one to break symmetry).
         output_bias_initializer: Initialiser of the output bias (layout: unit ``i * params + p``
             is parameter ``p`` of input ``i``).
-        seed: Seed of the initialisers and of a random order.
+        seed: Seed of the initialisers, of a random order and of the dropout.
+        residual: ResMADE (Nash & Durkan 2019, the NSF paper's autoregressive conditioner): a
+            masked linear map to the common width of ``hidden_units``, then one pre-activation
+            residual block per entry, ``h <- h + W2 act(W1 act(h))`` with masked ``W1``, ``W2``
+            (every hidden layer has the same degrees, so the sum keeps the autoregressive
+            property), and the output layer on ``act(h)``.
+        dropout: Dropout rate on the hidden activations when called with ``training=True``
+            (in a residual block, between ``act`` and ``W2``, as in the NSF paper). The
+            incremental :meth:`solve` (the sequential direction) never drops units.
         blocks: Column groups per layer. The units of each layer are split into this many
             groups by degree, and each group's kernel holds only the prefix of input rows its
             mask can reach, so the zero blocks of the block-triangular masks are neither stored
@@ -139,7 +147,7 @@ class MADE(tf_keras.layers.Layer):
                  activation: str = "relu", order: str | Sequence[int] = "left-to-right",
                  context_features: int | None = None, output_initializer: Any = "zeros",
                  output_bias_initializer: Any = "zeros", seed: int = 0, blocks: int = 3,
-                 **kwargs) -> None:
+                 residual: bool = False, dropout: float = 0.0, **kwargs) -> None:
         kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.features = int(features)
@@ -147,15 +155,29 @@ class MADE(tf_keras.layers.Layer):
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.activation = tf_keras.activations.get(activation)
         self.context_features = context_features
+        self.residual = bool(residual)
+        if self.residual and len(set(self.hidden_units)) != 1:
+            raise ValueError("residual=True needs hidden_units of one common width; got "
+                             f"{list(self.hidden_units)}")
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self._dropout = (tf_keras.layers.Dropout(self.dropout, seed=seed * 7919 + 991,
+                                                 dtype=self.dtype_policy, name="dropout")
+                         if self.dropout else None)
+        #: Widths of the masked hidden layers: a residual MADE has an input map and two layers
+        #: per block, all of one width.
+        self._units = ((self.hidden_units[0],) * (1 + 2 * len(self.hidden_units))
+                       if self.residual else self.hidden_units)
         self.degrees = input_degrees(self.features, order, seed=seed)
         lowest = 0 if context_features else 1
         degrees = [self.degrees] + [hidden_degrees(u, self.features, lowest=lowest)
-                                    for u in self.hidden_units]
+                                    for u in self._units]
         self._hidden_degrees = degrees[1:]
         #: Rows the incremental solve takes at once; larger batches are solved in equal chunks
         #: of at most this many rows, one after the other (see :meth:`solve`).
         self.solve_rows = max(256, SOLVE_CACHE_BYTES // (
-            tf.as_dtype(self.compute_dtype).size * max(1, sum(self.hidden_units))))
+            tf.as_dtype(self.compute_dtype).size * max(1, sum(self._units))))
         out_degrees = np.repeat(self.degrees, self.params)
         masks = [d_out[None, :] >= d_in[:, None]
                  for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=True)]
@@ -204,7 +226,7 @@ class MADE(tf_keras.layers.Layer):
         if context_features:
             self.context_kernel = self.add_weight(
                 "context_kernel", shape=(int(context_features), degrees[1].size
-                                         if self.hidden_units else out_degrees.size),
+                                         if self._units else out_degrees.size),
                 initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + 997))
         self.built = True
 
@@ -212,8 +234,23 @@ class MADE(tf_keras.layers.Layer):
         """The 0/1 masks of each layer, input to output (``float32`` arrays)."""
         return list(self._masks)
 
-    def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
-        """Map ``inputs [..., D]`` (and ``context [..., C]``) to ``params [..., D, params]``."""
+    def _hidden(self, j: int, pre: tf.Tensor, stream: tf.Tensor | None
+                ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Hidden layer ``j``'s output for the next layer, from its pre-activation ``pre``, and
+        the residual stream after it (``None`` for a plain MADE)."""
+        if not self.residual:
+            return self.activation(pre), None
+        if j == 0:  # the input map starts the stream
+            return self.activation(pre), pre
+        if j % 2:  # the first layer of a block
+            return self.activation(pre), stream
+        stream = stream + pre
+        return self.activation(stream), stream
+
+    def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None,
+             training: bool | None = None) -> tf.Tensor:
+        """Map ``inputs [..., D]`` (and ``context [..., C]``) to ``params [..., D, params]``;
+        ``training=True`` applies the dropout."""
         cd = self.compute_dtype
         x = tf.cast(tf.convert_to_tensor(inputs), cd)
         batch_shape = tf.shape(x)[:-1]
@@ -227,6 +264,7 @@ class MADE(tf_keras.layers.Layer):
             h = tf.gather(h, self._in_order)
         ones = tf.ones_like(h[:1])
         n = len(self._masks)
+        stream = None
         for i, bias in enumerate(self.biases):
             units = self._masks[i].shape[1]
             parts = [tf.matmul(kernel, h[:prefix]) if kernel is not None
@@ -240,7 +278,12 @@ class MADE(tf_keras.layers.Layer):
                 context = tf.reshape(tf.cast(context, cd), [-1, self.context_kernel.shape[0]])
                 pre = pre + tf.matmul(tf.cast(self.context_kernel, cd), context,
                                       transpose_a=True, transpose_b=True)
-            h = pre if i == n - 1 else self.activation(pre)
+            if i == n - 1:
+                h = pre
+                break
+            h, stream = self._hidden(i, pre, stream)
+            if training and self._dropout is not None and (not self.residual or i % 2):
+                h = self._dropout(h, training=True)
         shape = tf.concat([batch_shape, [self.features, self.params]], axis=0)
         # Parameters in the variable dtype: float32 under a mixed policy, for the transformer.
         return tf.reshape(tf.transpose(tf.cast(h, self.dtype)), shape)
@@ -400,7 +443,7 @@ class MADE(tf_keras.layers.Layer):
         if out_kernel is not None:
             out_kernel = tf.reshape(out_kernel, [d, self.params, out_kernel.shape[1]])
         out_bias = tf.reshape(out_bias, [d, self.params])
-        if context_pre is not None and not self.hidden_units:
+        if context_pre is not None and not self._units:
             context_pre = tf.reshape(context_pre, [d, self.params, n])
         order_t = tf.constant(order)
 
@@ -412,6 +455,7 @@ class MADE(tf_keras.layers.Layer):
             ones = tf.ones_like(x_t[:1], dtype=cd)
             hidden = list(hidden)
             below = tf.cast(x_t, cd)
+            stream = None  # a residual MADE's stream on this step's window
             for j, ((kernel, bias), (starts, size)) in enumerate(
                     zip(layers[:-1], windows, strict=True)):
                 # gather, not a dynamic tf.slice: XLA cannot differentiate the latter.
@@ -422,13 +466,16 @@ class MADE(tf_keras.layers.Layer):
                 if j == 0 and context_pre is not None:
                     pre = pre + tf.gather_nd(context_pre, rows)
                 pre = pre * ones  # [size, N]: the bias alone when the kernel is fully masked
-                hidden[j] = tf.tensor_scatter_nd_update(hidden[j], rows, self.activation(pre))
+                # Every layer of a residual MADE has the same degrees, so the window is the
+                # same in each and the stream of its units is complete at this step.
+                out, stream = self._hidden(j, pre, stream)
+                hidden[j] = tf.tensor_scatter_nd_update(hidden[j], rows, out)
                 below = hidden[j]
             i = order_t[k]
             params = tf.reshape(tf.gather(out_bias, i), [self.params, 1])
             if out_kernel is not None:
                 params = params + tf.matmul(tf.gather(out_kernel, i), below)
-            if context_pre is not None and not self.hidden_units:
+            if context_pre is not None and not self._units:
                 params = params + tf.gather(context_pre, i)
             params = tf.cast(params * ones, self.dtype)  # the transformer's dtype (float32)
             x_i = step(tf.transpose(params)[:, None, :], tf.gather(z_t, i)[:, None])
@@ -436,7 +483,7 @@ class MADE(tf_keras.layers.Layer):
             params_t = tf.tensor_scatter_nd_update(params_t, [[i]], params[None])
             return (k + 1, x_t, params_t, *hidden)
 
-        hidden0 = [tf.zeros([u, n], cd) for u in self.hidden_units]
+        hidden0 = [tf.zeros([u, n], cd) for u in self._units]
         params0 = tf.zeros([d, self.params, n], self.dtype)
         loop = tf.while_loop(lambda k, *_: k < d, body, (tf.constant(0), tf.zeros_like(z_t),
                                                           params0, *hidden0),

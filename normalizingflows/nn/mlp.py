@@ -24,6 +24,10 @@ class MLP(tf_keras.layers.Layer):
     common width of ``hidden_units``, then one pre-activation residual block per entry,
     ``h <- h + W2 act(W1 act(h))``, and the output layer on ``act(h)``.
 
+    ``dropout`` drops hidden activations when called with ``training=True``: after each
+    hidden layer of a plain net, and between ``act`` and ``W2`` in each residual block (the
+    NSF paper's placement).
+
     Args:
         in_features: Size of the input.
         out_features: Size of the output.
@@ -31,6 +35,7 @@ class MLP(tf_keras.layers.Layer):
         activation: Hidden activation.
         context_features: Size of an optional context concatenated to the input.
         residual: Residual blocks instead of a plain stack (all ``hidden_units`` equal).
+        dropout: Dropout rate on the hidden activations under ``training=True``.
         output_initializer: Initialiser of the last kernel (``"zeros"`` by default).
         output_bias_initializer: Initialiser of the last bias (``"zeros"`` by default).
         seed: Seed of the initialisers.
@@ -47,7 +52,7 @@ class MLP(tf_keras.layers.Layer):
                  hidden_units: Sequence[int] = (64, 64), activation: str = "relu",
                  context_features: int | None = None, residual: bool = False,
                  output_initializer: Any = "zeros", output_bias_initializer: Any = "zeros",
-                 seed: int = 0, **kwargs) -> None:
+                 seed: int = 0, dropout: float = 0.0, **kwargs) -> None:
         kwargs["dtype"] = layer_dtype(kwargs.get("dtype"))
         super().__init__(**kwargs)
         self.in_features = int(in_features)
@@ -58,6 +63,12 @@ class MLP(tf_keras.layers.Layer):
         if self.residual and len(set(hidden_units)) != 1:
             raise ValueError("residual=True needs hidden_units of one common width; got "
                              f"{hidden_units}")
+        self.dropout = float(dropout)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self._dropout = (tf_keras.layers.Dropout(self.dropout, seed=seed * 7919 + 991,
+                                                 dtype=self.dtype_policy, name="dropout")
+                         if self.dropout else None)
         # A residual net: the input map (linear), then W1 (with the activation) and W2 (linear)
         # of each block. A plain net: one Dense with the activation per hidden width.
         units_acts = ([(hidden_units[0], None)]
@@ -81,8 +92,13 @@ class MLP(tf_keras.layers.Layer):
         self.out.build((None, width))
         self.built = True
 
-    def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None) -> tf.Tensor:
-        """Map ``inputs [..., in_features]`` to ``[..., out_features]``."""
+    def _drop(self, h: tf.Tensor, training: bool | None) -> tf.Tensor:
+        return self._dropout(h, training=True) if training and self._dropout else h
+
+    def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None,
+             training: bool | None = None) -> tf.Tensor:
+        """Map ``inputs [..., in_features]`` to ``[..., out_features]`` (``training=True``
+        applies the dropout)."""
         h = tf.cast(tf.convert_to_tensor(inputs), self.compute_dtype)
         if context is not None:
             if not self.context_features:
@@ -98,10 +114,10 @@ class MLP(tf_keras.layers.Layer):
         if self.residual:
             h = self.hidden[0](h)
             for w1, w2 in zip(self.hidden[1::2], self.hidden[2::2], strict=True):
-                h = h + w2(w1(self._activation(h)))
+                h = h + w2(self._drop(w1(self._activation(h)), training))  # w1 activates
             h = self._activation(h)
         else:
             for layer in self.hidden:
-                h = layer(h)
+                h = self._drop(layer(h), training)
         out = tf.cast(self.out(h), self.dtype)  # float32 under a mixed policy
         return tf.reshape(out, tf.concat([batch_shape, [self.out_features]], axis=0))
