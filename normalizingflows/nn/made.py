@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from ._init import seeded
+from ._init import check_residual_widths, dropout_layer, seeded
 from .precision import layer_dtype
 
 __all__ = ["MADE", "input_degrees", "hidden_degrees", "ORDERS"]
@@ -156,15 +156,9 @@ class MADE(tf_keras.layers.Layer):
         self.activation = tf_keras.activations.get(activation)
         self.context_features = context_features
         self.residual = bool(residual)
-        if self.residual and len(set(self.hidden_units)) != 1:
-            raise ValueError("residual=True needs hidden_units of one common width; got "
-                             f"{list(self.hidden_units)}")
+        check_residual_widths(self.residual, self.hidden_units)
         self.dropout = float(dropout)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
-        self._dropout = (tf_keras.layers.Dropout(self.dropout, seed=seed * 7919 + 991,
-                                                 dtype=self.dtype_policy, name="dropout")
-                         if self.dropout else None)
+        self._dropout = dropout_layer(self.dropout, seed, self.dtype_policy)
         #: Widths of the masked hidden layers: a residual MADE has an input map and two layers
         #: per block, all of one width.
         self._units = ((self.hidden_units[0],) * (1 + 2 * len(self.hidden_units))

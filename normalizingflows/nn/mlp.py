@@ -8,7 +8,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from ._init import seeded
+from ._init import check_residual_widths, dropout_layer, seeded
 from .precision import layer_dtype
 
 __all__ = ["MLP"]
@@ -60,15 +60,9 @@ class MLP(tf_keras.layers.Layer):
         self.context_features = context_features
         self.residual = bool(residual)
         hidden_units = [int(u) for u in hidden_units]
-        if self.residual and len(set(hidden_units)) != 1:
-            raise ValueError("residual=True needs hidden_units of one common width; got "
-                             f"{hidden_units}")
+        check_residual_widths(self.residual, hidden_units)
         self.dropout = float(dropout)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
-        self._dropout = (tf_keras.layers.Dropout(self.dropout, seed=seed * 7919 + 991,
-                                                 dtype=self.dtype_policy, name="dropout")
-                         if self.dropout else None)
+        self._dropout = dropout_layer(self.dropout, seed, self.dtype_policy)
         # A residual net: the input map (linear), then W1 (with the activation) and W2 (linear)
         # of each block. A plain net: one Dense with the activation per hidden width.
         units_acts = ([(hidden_units[0], None)]
