@@ -29,9 +29,9 @@ class MaskedAutoregressive(tfb.Bijector):
     multiply-adds of about one pass. ``incremental=False`` (or a conditioner without
     ``solve``) runs the ``D`` full passes in a ``tf.while_loop``.
 
-    Every method takes the keywords ``context`` (a conditional flow's condition) and
-    ``training`` (passed to a conditioner that takes it, e.g. for a MADE's dropout), which
-    ``Flow`` and ``tfb.Chain`` route here. Each direction runs the conditioner once for the map
+    Every method takes the keyword ``context`` (a conditional flow's condition) and, when the
+    conditioner's ``call`` takes it, ``training`` (e.g. for a MADE's dropout), which ``Flow``
+    and ``tfb.Chain`` route here. Each direction runs the conditioner once for the map
     and its log-det together (the log-det goes into TFP's cache), so with dropout both use one
     dropout mask.
 
@@ -96,8 +96,8 @@ class MaskedAutoregressive(tfb.Bijector):
             raise TypeError(f"{self.name} takes the keywords {list(self._nf_kwargs)}; got "
                             f"{sorted(unknown)}")
         out = {"context": kwargs.get("context")}
-        if static_bool(kwargs.get("training", False), "training"):
-            out["training"] = True
+        if self._takes_training:  # explicit, so no Keras call context can turn dropout on
+            out["training"] = static_bool(kwargs.get("training", False), "training")
         return out
 
     def _transform(self, y: tf.Tensor, kwargs: dict[str, Any]) -> tfb.Bijector:
@@ -125,7 +125,8 @@ class MaskedAutoregressive(tfb.Bijector):
             d = tf.shape(x)[-1]
 
         def body(k: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            return k + 1, self._transform(y, kwargs).forward(x)
+            # no dropout, as in the solve: the D passes must see one network
+            return k + 1, self._transform(y, {"context": context}).forward(x)
 
         return tf.while_loop(lambda k, _: k < d, body, (tf.constant(0), tf.zeros_like(x)),
                              maximum_iterations=d)[1]
