@@ -492,7 +492,7 @@ def test_dropout_flow_uses_one_network_pass_per_layer(name, kwargs, monkeypatch)
     calls.clear()
     np.testing.assert_array_equal(flow.log_prob(x, context=c).numpy(),
                                   flow.log_prob(x, context=c).numpy())
-    assert calls == [False, False] * 2 or calls == [None, None] * 2
+    assert calls == [False, False] * 2  # explicit: no Keras call context decides
     assert np.abs(train.numpy() - flow.log_prob(x, context=c, training=True).numpy()).max() > 1e-3
     assert np.all(np.isfinite(train.numpy()))
 

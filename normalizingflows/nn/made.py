@@ -276,8 +276,8 @@ class MADE(tf_keras.layers.Layer):
                 h = pre
                 break
             h, stream = self._hidden(i, pre, stream)
-            if training and self._dropout is not None and (not self.residual or i % 2):
-                h = self._dropout(h, training=True)
+            if self._dropout is not None and (not self.residual or i % 2):
+                h = self._dropout(h, training=training)  # Keras: a bool, a tensor or None
         shape = tf.concat([batch_shape, [self.features, self.params]], axis=0)
         # Parameters in the variable dtype: float32 under a mixed policy, for the transformer.
         return tf.reshape(tf.transpose(tf.cast(h, self.dtype)), shape)

@@ -87,7 +87,7 @@ class MLP(tf_keras.layers.Layer):
         self.built = True
 
     def _drop(self, h: tf.Tensor, training: bool | None) -> tf.Tensor:
-        return self._dropout(h, training=True) if training and self._dropout else h
+        return h if self._dropout is None else self._dropout(h, training=training)
 
     def call(self, inputs: tf.Tensor, context: tf.Tensor | None = None,
              training: bool | None = None) -> tf.Tensor:
