@@ -53,6 +53,35 @@ def test_power_maf_time_limited_run_resumes(tmp_path):
     assert "--resume" in rows[0]["command"] and "--out" not in rows[0]["command"]
 
 
+def test_training_overrides_are_a_run_and_row_of_their_own(tmp_path, monkeypatch):
+    """--lr, --batch-size and --schedule reach fit, name the protocol and keep their own
+    checkpoint folder, next to the recipe's row and never in its place."""
+    (tmp_path / "power").mkdir()
+    np.save(tmp_path / "power/data.npy", power_raw(1000))
+    args = ["--dataset", "power", "--model", "maf5", "--data-dir", str(tmp_path),
+            "--epochs", "1"]
+    seen = []
+    fit = tabular.nf.training.fit
+
+    def spy(*a, **kw):
+        seen.append({k: kw[k] for k in ("lr", "batch_size", "schedule", "checkpoint_dir")})
+        return fit(*a, **kw)
+
+    monkeypatch.setattr(tabular.nf.training, "fit", spy)
+    _run(tmp_path, *args)
+    row, rows = _run(tmp_path, *args, "--lr", "3e-3", "--batch-size", "50", "--schedule",
+                     "cosine")
+    _check(row)
+    assert seen[0]["lr"] == 1e-4 and seen[0]["batch_size"] == 100 and seen[0]["schedule"] is None
+    assert (seen[1]["lr"], seen[1]["batch_size"], seen[1]["schedule"]) == (3e-3, 50, "cosine")
+    assert seen[0]["checkpoint_dir"] != seen[1]["checkpoint_dir"]
+    assert row["protocol"].endswith("; hidden 8; lr 0.003; batch 50; cosine schedule over 1 "
+                                    "epochs")
+    assert len(rows) == 2 and "--schedule cosine" in rows[1]["command"]
+    row, rows = _run(tmp_path, *args, "--schedule", "constant")
+    assert seen[2]["schedule"] is None and row["protocol"].endswith("; constant schedule")
+
+
 def _gas_pickle(tmp_path, rows):
     """The MAF archive's GAS file: a pandas DataFrame pickle of ``rows`` rows."""
     pd = pytest.importorskip("pandas", reason="GAS is a pandas DataFrame pickle")
