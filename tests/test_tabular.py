@@ -173,3 +173,10 @@ def test_compute_is_on_record_after_every_epoch(tmp_path):
     assert 100.0 <= first < 160.0
     log.on_epoch_end(1)
     assert json.loads((tmp_path / "compute.json").read_text())["seconds"] >= first
+
+
+def test_the_readme_table_is_the_csv():
+    """experiments/README.md shows the results CSV as it is (``--table``), row for row."""
+    table = tabular.table(tabular.RESULTS)
+    readme = (ROOT / "experiments" / "README.md").read_text()
+    assert table in readme, "rerun `experiments/tabular.py --table` into experiments/README.md"
