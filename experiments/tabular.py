@@ -45,7 +45,7 @@ Examples::
     PYTHONPATH=. python experiments/tabular.py --dataset miniboone --model maf5
     PYTHONPATH=. python experiments/tabular.py --dataset bsds300 --model maf10 \\
         --max-minutes 60 --resume           # again with --resume to continue
-    PYTHONPATH=. python experiments/tabular.py --dataset bsds300 --model maf10 \
+    PYTHONPATH=. python experiments/tabular.py --dataset bsds300 --model maf10 \\
         --lr 1e-3 --batch-size 256 --schedule cosine --epochs 10   # a faster schedule
     PYTHONPATH=. python experiments/tabular.py --table   # the markdown table of the CSV
 """
@@ -271,9 +271,30 @@ def table(path: Path = RESULTS) -> str:
     return "\n".join(out)
 
 
+def deviations(args: argparse.Namespace, hidden: int) -> list[tuple[str, str]]:
+    """How a run departs from its recipe: (the protocol's words, the checkpoint folder's suffix)
+    for each, so a variation is a row and a run of its own."""
+    out = []
+    if args.hidden:
+        out.append((f"hidden {hidden}", f"_h{hidden}"))
+    if args.dtype != "float32":
+        out.append((args.dtype, f"_{args.dtype}"))
+    if args.no_jit:
+        out.append(("no XLA", "_nojit"))
+    if args.lr is not None:
+        out.append((f"lr {args.lr:g}", f"_lr{args.lr:g}"))
+    if args.batch_size is not None:
+        out.append((f"batch {args.batch_size}", f"_b{args.batch_size}"))
+    if args.schedule == "cosine":  # decays over --epochs, so they name the run
+        out.append((f"cosine schedule over {args.epochs} epochs", f"_cosine{args.epochs}"))
+    elif args.schedule is not None:
+        out.append((f"{args.schedule} schedule", f"_{args.schedule}"))
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     recipe = recipe_of(args.model, args.dataset)
-    # Training overrides: a run of its own (protocol, checkpoint folder), never the paper's row.
+    # Training overrides (named by deviations): never the recipe's row.
     overrides = {"lr": args.lr, "batch_size": args.batch_size, "schedule": args.schedule}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("schedule") == "constant":
@@ -283,19 +304,8 @@ def run(args: argparse.Namespace) -> dict:
     hidden = args.hidden or recipe.get("hidden", width["hidden"])
     train, val, test, protocol, source = load_data(args.dataset, args.data_dir, args.seed,
                                                    args.n_train, args.trust_pickle)
-    if args.hidden:
-        protocol += f"; hidden {hidden}"
-    if args.dtype != "float32":
-        protocol += f"; {args.dtype}"
-    if args.no_jit:
-        protocol += "; no XLA"
-    if args.lr is not None:
-        protocol += f"; lr {args.lr:g}"
-    if args.batch_size is not None:
-        protocol += f"; batch {args.batch_size}"
-    if args.schedule is not None:
-        protocol += f"; {args.schedule} schedule over {args.epochs} epochs" \
-            if args.schedule == "cosine" else f"; {args.schedule} schedule"
+    variations = deviations(args, hidden)
+    protocol += "".join(f"; {text}" for text, _ in variations)
     features = train.shape[1]
     print(f"{args.dataset} / {args.model}: train {len(train):,}, val {len(val):,}, "
           f"test {len(test):,}, D = {features} ({protocol})", flush=True)
@@ -311,14 +321,8 @@ def run(args: argparse.Namespace) -> dict:
     else:
         flow = build_flow(args.model, features, hidden, width["activation"], args.seed,
                           args.dtype, dataset=args.dataset)
-        # One folder per row of the CSV: a variation (width, dtype) is a run of its own.
-        variation = "".join([f"_h{hidden}" if args.hidden else "",
-                             "" if args.dtype == "float32" else f"_{args.dtype}",
-                             "_nojit" if args.no_jit else "",
-                             f"_lr{args.lr:g}" if args.lr is not None else "",
-                             f"_b{args.batch_size}" if args.batch_size is not None else "",
-                             f"_{args.schedule}{args.epochs}" if args.schedule == "cosine"
-                             else f"_{args.schedule}" if args.schedule else ""])
+        # One folder per row of the CSV: a variation is a run of its own.
+        variation = "".join(suffix for _, suffix in variations)
         checkpoint = Path(args.checkpoint_dir) / f"{args.dataset}_{args.model}{variation}"
         compute_file = checkpoint / "compute.json"
         before = 0.0
