@@ -38,7 +38,9 @@ run's row records its own seconds and the total over the run so far.
 
 Deviations from a recipe (``--lr``, ``--batch-size``, ``--schedule``, ``--hidden``, ``--dtype``,
 ``--no-jit``) are named in the row's protocol and train in a checkpoint folder of their own,
-so they sit next to the recipe's row in the CSV and never replace it.
+so they sit next to the recipe's row in the CSV and never replace it. A cosine schedule decays
+to zero over ``--epochs``, so a spline flow's run with fewer epochs than the default bound is a
+deviation of that kind too (``cosine schedule over N epochs``).
 
 Examples::
 
@@ -118,6 +120,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "nsf_coupling": {"flow": "nsf_coupling", **_NSF},
     "nsf_autoregressive": {"flow": "nsf_autoregressive", **_NSF},
 }
+#: The default bound on epochs (early stopping ends a recipe's run first).
+EPOCHS = 1000
 _TRAINING_KEYS = ("lr", "batch_size", "l2", "patience", "schedule", "clipnorm")
 
 #: Published test log-likelihoods (nats, +/- 2 standard errors): MAF paper Table 2
@@ -271,9 +275,14 @@ def table(path: Path = RESULTS) -> str:
     return "\n".join(out)
 
 
-def deviations(args: argparse.Namespace, hidden: int) -> list[tuple[str, str]]:
-    """How a run departs from its recipe: (the protocol's words, the checkpoint folder's suffix)
-    for each, so a variation is a row and a run of its own."""
+def deviations(args: argparse.Namespace, hidden: int,
+               recipe: dict[str, Any]) -> list[tuple[str, str]]:
+    """How a run departs from its ``recipe``: (the protocol's words, the checkpoint folder's
+    suffix) for each, so a variation is a row and a run of its own. A cosine schedule decays
+    over ``--epochs``, so a cosine run names its length unless it is the recipe's own schedule
+    over the default bound; the closed-form Gaussian trains nothing and has none."""
+    if recipe["flow"] is None:
+        return []
     out = []
     if args.hidden:
         out.append((f"hidden {hidden}", f"_h{hidden}"))
@@ -285,26 +294,27 @@ def deviations(args: argparse.Namespace, hidden: int) -> list[tuple[str, str]]:
         out.append((f"lr {args.lr:g}", f"_lr{args.lr:g}"))
     if args.batch_size is not None:
         out.append((f"batch {args.batch_size}", f"_b{args.batch_size}"))
-    if args.schedule == "cosine":  # decays over --epochs, so they name the run
+    schedule = args.schedule or recipe["schedule"]
+    if schedule == "cosine" and (recipe["schedule"] != "cosine" or args.epochs != EPOCHS):
         out.append((f"cosine schedule over {args.epochs} epochs", f"_cosine{args.epochs}"))
-    elif args.schedule is not None:
+    elif args.schedule not in (None, "cosine"):
         out.append((f"{args.schedule} schedule", f"_{args.schedule}"))
     return out
 
 
 def run(args: argparse.Namespace) -> dict:
     recipe = recipe_of(args.model, args.dataset)
+    width = DATASETS[args.dataset]
+    hidden = args.hidden or recipe.get("hidden", width["hidden"])
+    variations = deviations(args, hidden, recipe)
     # Training overrides (named by deviations): never the recipe's row.
     overrides = {"lr": args.lr, "batch_size": args.batch_size, "schedule": args.schedule}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("schedule") == "constant":
         overrides["schedule"] = None
     recipe.update(overrides)
-    width = DATASETS[args.dataset]
-    hidden = args.hidden or recipe.get("hidden", width["hidden"])
     train, val, test, protocol, source = load_data(args.dataset, args.data_dir, args.seed,
                                                    args.n_train, args.trust_pickle)
-    variations = deviations(args, hidden)
     protocol += "".join(f"; {text}" for text, _ in variations)
     features = train.shape[1]
     print(f"{args.dataset} / {args.model}: train {len(train):,}, val {len(val):,}, "
@@ -383,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict | str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS))
     parser.add_argument("--model", choices=list(MODELS))
-    parser.add_argument("--epochs", type=int, default=1000,
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
                         help="upper bound; early stopping (patience 30) ends the run first")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after the epoch that passes this budget (resume later)")

@@ -82,6 +82,25 @@ def test_training_overrides_are_a_run_and_row_of_their_own(tmp_path, monkeypatch
     assert seen[2]["schedule"] is None and row["protocol"].endswith("; constant schedule")
 
 
+def test_a_shorter_cosine_of_a_spline_recipe_is_its_own_run():
+    """The NSF recipe's cosine decays over --epochs: fewer epochs than the default bound make
+    a run of their own; overrides on the closed-form Gaussian, which trains nothing, do not."""
+    nsf = tabular.recipe_of("nsf_coupling", "miniboone")
+    ns = tabular.argparse.Namespace(hidden=None, dtype="float32", no_jit=False, lr=None,
+                                    batch_size=None, schedule=None, epochs=tabular.EPOCHS)
+    assert tabular.deviations(ns, 32, nsf) == []
+    ns.schedule = "cosine"  # the recipe's own schedule, named or not
+    assert tabular.deviations(ns, 32, nsf) == []
+    ns.epochs = 12
+    assert tabular.deviations(ns, 32, nsf) == [("cosine schedule over 12 epochs", "_cosine12")]
+    ns.schedule = None
+    assert tabular.deviations(ns, 32, nsf) == [("cosine schedule over 12 epochs", "_cosine12")]
+    ns.lr, ns.schedule = 1e-3, "constant"
+    assert tabular.deviations(ns, 32, nsf) == [("lr 0.001", "_lr0.001"),
+                                               ("constant schedule", "_constant")]
+    assert tabular.deviations(ns, 32, tabular.recipe_of("gaussian", "miniboone")) == []
+
+
 def _gas_pickle(tmp_path, rows):
     """The MAF archive's GAS file: a pandas DataFrame pickle of ``rows`` rows."""
     pd = pytest.importorskip("pandas", reason="GAS is a pandas DataFrame pickle")
