@@ -2,6 +2,7 @@
 present (POWER, GAS, HEPMASS in the MAF archive layout; MINIBOONE's split files), rows land in
 the CSV with finite numbers, a time-limited run resumes, and the table renders."""
 
+import argparse
 import csv
 import math
 import os
@@ -86,8 +87,8 @@ def test_a_shorter_cosine_of_a_spline_recipe_is_its_own_run():
     """The NSF recipe's cosine decays over --epochs: fewer epochs than the default bound make
     a run of their own; overrides on the closed-form Gaussian, which trains nothing, do not."""
     nsf = tabular.recipe_of("nsf_coupling", "miniboone")
-    ns = tabular.argparse.Namespace(hidden=None, dtype="float32", no_jit=False, lr=None,
-                                    batch_size=None, schedule=None, epochs=tabular.EPOCHS)
+    ns = argparse.Namespace(hidden=None, dtype="float32", no_jit=False, lr=None,
+                            batch_size=None, schedule=None, epochs=tabular.EPOCHS)
     assert tabular.deviations(ns, 32, nsf) == []
     ns.schedule = "cosine"  # the recipe's own schedule, named or not
     assert tabular.deviations(ns, 32, nsf) == []

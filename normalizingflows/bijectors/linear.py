@@ -39,22 +39,24 @@ class _ScaleMatvecLU(tfb.ScaleMatvecLU):
     def _one_matrix(self) -> bool:
         return self.lower_upper.shape.rank == 2 and self.permutation.shape.rank == 1
 
+    def _rows(self, t: tf.Tensor, matrix_map) -> tf.Tensor:
+        """``matrix_map`` of ``t`` flattened to ``N x D`` rows, back in ``t``'s shape."""
+        out = matrix_map(tf.reshape(t, [-1, self._features()]))
+        return tf.ensure_shape(tf.reshape(out, tf.shape(t)), t.shape)
+
     def _forward(self, x: tf.Tensor) -> tf.Tensor:
         check_features(x, self._features(), "x")
         if not self._one_matrix():
             return super()._forward(x)
         w = tfp.math.lu_reconstruct(self.lower_upper, self.permutation)
-        rows = tf.reshape(x, [-1, self._features()])  # N x D
-        y = tf.matmul(rows, w, transpose_b=True)
-        return tf.ensure_shape(tf.reshape(y, tf.shape(x)), x.shape)
+        return self._rows(x, lambda rows: tf.matmul(rows, w, transpose_b=True))
 
     def _inverse(self, y: tf.Tensor) -> tf.Tensor:
         check_features(y, self._features(), "y")
         if not self._one_matrix():
             return tf.ensure_shape(super()._inverse(y), y.shape)
-        columns = tf.transpose(tf.reshape(y, [-1, self._features()]))  # D x N
-        x = tfp.math.lu_solve(self.lower_upper, self.permutation, columns)
-        return tf.ensure_shape(tf.reshape(tf.transpose(x), tf.shape(y)), y.shape)
+        return self._rows(y, lambda rows: tf.transpose(tfp.math.lu_solve(  # D x N columns
+            self.lower_upper, self.permutation, tf.transpose(rows))))
 
 
 def lu_linear(features: int, *, dtype: tf.DType = tf.float32, seed: int = 0,
