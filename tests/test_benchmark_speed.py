@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,16 @@ def test_mixed_precision_quick_run(tmp_path: Path) -> None:
         values = [_number(c) for c in row[4:]]
         assert values[4] == pytest.approx(values[1] / values[0], rel=0.02, abs=0.006)
     assert json.loads(out.with_suffix(".json").read_text())["results"] == payload["results"]
+
+
+def test_log_prob_profile_counts_the_ops_of_the_calls() -> None:
+    """benchmarks/profile_log_prob.py: the profiler's XLA ops, summed by kind, per call."""
+    profile = load_script("benchmarks/profile_log_prob.py", "benchmark_profile_log_prob")
+    out = profile.main(["--calls", "3", "--features", "3", "--layers", "2", "--hidden", "8",
+                        "8", "--batch", "16"])
+    assert out["wall_us"] > 0
+    assert out["dot_us"] > 0 and out["mask_select_us"] > 0  # MADE's masked matmuls
+    # The ops' thread time fits in the threads that ran them (the pool and the caller): no
+    # event that encloses others (the executor, the call) is counted as work.
+    assert out["dot_us"] + out["mask_select_us"] + out["concat_us"] + out["other_us"] < (
+        ((os.cpu_count() or 1) + 1) * out["wall_us"])
