@@ -155,3 +155,88 @@ def test_bits_per_dim_summary_shows_the_image_that_dominates_the_mean():
     assert s["test_bpd_se"] == pytest.approx(np.std([1.0, 1.2, 1.1, 97.0]) / 2)
     assert s["test_bpd_median"] == pytest.approx(1.15)
     assert (s["test_bpd_worst"], s["test_bpd_worst_index"]) == (97.0, 3)
+
+
+def _epoch(ds):
+    """One pass over an augmented dataset of ``(rows, one-hot index)`` pairs, in image order."""
+    rows, index = zip(*[(x.numpy(), c.numpy().argmax(-1)) for x, c in ds], strict=True)
+    rows, index = np.concatenate(rows), np.concatenate(index)
+    return rows[np.argsort(index)], index
+
+
+def _shifted(image, dy, dx):
+    """``image [H, W]`` moved down ``dy`` and right ``dx`` pixels, zeros coming in."""
+    out = np.zeros_like(image)
+    h, w = image.shape
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def test_augmented_dataset_fresh_noise_each_epoch_in_each_pixels_bin():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (10, 16), dtype=np.uint8)
+    context = np.eye(10, dtype=np.float32)  # the image's index travels as its context
+    info = {"image_shape": (4, 4, 1), "lam": 1e-6, "levels": 256}
+    ds = nfd.images.augmented_dataset(pixels, info, batch_size=4, seed=3, context=context)
+    first, index = _epoch(ds)
+    second, _ = _epoch(ds)
+    assert first.dtype == np.float32 and first.shape == (10, 16)
+    assert sorted(index) == list(range(10))  # every image once per epoch
+    for rows in (first, second):
+        # Back in [0, 1], each value lies in its pixel's bin [k/256, (k + 1)/256).
+        x = nfd.preprocess.inverse_logit_transform(rows.astype(np.float64), 1e-6)
+        assert (x >= pixels / 256 - 1e-6).all() and (x <= (pixels + 1) / 256 + 1e-6).all()
+    assert np.abs(first - second).min() > 0  # new noise every epoch, for every pixel
+    again, _ = _epoch(nfd.images.augmented_dataset(pixels, info, batch_size=4, seed=3,
+                                                   context=context))
+    np.testing.assert_array_equal(again, first)  # reproducible for a seed
+    # Without a logit the rows are (k + u) / levels themselves.
+    binary = {"image_shape": (4, 4, 1), "lam": None, "levels": 2}
+    plain, _ = _epoch(nfd.images.augmented_dataset(pixels % 2, binary, batch_size=4,
+                                                   context=context))
+    np.testing.assert_array_equal(np.floor(plain * 2), pixels % 2)
+
+
+def test_augmented_dataset_shifts_and_flips_whole_images():
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(1, 256, (40, 5, 6, 1), dtype=np.uint8)  # no zeros: borders show
+    context = np.eye(40, dtype=np.float32)
+    info = {"image_shape": (5, 6, 1), "lam": None, "levels": 256}
+    seen = set()
+    for flip in (False, True):
+        ds = nfd.images.augmented_dataset(pixels, info, batch_size=16, seed=0, context=context,
+                                          max_shift=2, flip=flip)
+        rows, _ = _epoch(ds)
+        levels = np.floor(rows * 256).reshape(40, 5, 6)
+        for image, out in zip(pixels[..., 0], levels, strict=True):
+            moves = [(dy, dx, m) for dy in range(-2, 3) for dx in range(-2, 3)
+                     for m in ((False, True) if flip else (False,))
+                     if np.array_equal(out, _shifted(image[:, ::-1] if m else image, dy, dx))]
+            assert len(moves) == 1, moves  # one shift (and mirror) explains the image
+            seen.add(moves[0])
+    assert len({(dy, dx) for dy, dx, _ in seen}) > 10  # offsets vary from image to image
+    assert {m for _, _, m in seen} == {False, True}
+
+
+def test_augmented_dataset_checks_and_trains_a_flow():
+    with pytest.raises(ValueError, match="unknown image dataset"):
+        nfd.images.augmented_dataset(np.zeros((2, 4), np.uint8), "cifar10", batch_size=2)
+    with pytest.raises(ValueError, match="max_shift"):
+        nfd.images.augmented_dataset(np.zeros((2, 784), np.uint8), "mnist", batch_size=2,
+                                     max_shift=28)
+    import tf_keras
+
+    import normalizingflows as nf
+
+    rng = np.random.default_rng(0)
+    pixels = np.zeros((64, 4, 4, 1), np.uint8)
+    pixels[:, 1:3, 1:3] = rng.integers(128, 256, (64, 2, 2, 1))  # bright squares on black
+    labels = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 64)]
+    info = {"image_shape": (4, 4, 1), "lam": 0.05, "levels": 256}
+    flow = nf.flows.build("glow", 16, image_shape=(4, 4, 1), levels=1, layers=2,
+                          hidden_units=8, context_features=2, seed=0)
+    flow.compile(tf_keras.optimizers.Adam(1e-2))
+    ds = nfd.images.augmented_dataset(pixels, info, batch_size=16, context=labels, max_shift=1)
+    history = flow.fit(ds, epochs=6, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
