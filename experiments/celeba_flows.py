@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--flow", choices=sorted(DEFAULTS), default="glow")
     add_training_arguments(parser, epochs=100, max_minutes=25.0, batch_size=32, lr=1e-3)
     parser.add_argument("--no-flip", dest="flip", action="store_false",
-                        help="train on the faces as they are (no mirrored copies)")
+                        help="train on the faces as they are (no mirrored copies; with --augment, "
+                        "no random mirrors)")
     add_temperature_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="at most this many faces per split (quick runs)")
@@ -90,7 +91,14 @@ def main(argv: list[str] | None = None) -> dict:
     info = splits.info
     shape, lam, dims = tuple(info["image_shape"]), info["lam"], int(info["features"])
     xtr, xva, xte = splits.train, splits.val, splits.test
-    if args.flip:
+    train = None
+    if args.augment:  # the integer pixels of the same faces, drawn afresh every epoch
+        loader, options, *_ = nf.data.images.IMAGE_SETS[args.data]
+        raw = nf.data.load(loader, data_dir=args.data_dir, seed=args.seed, **options)
+        train = nf.data.images.augmented_dataset(np.asarray(raw.train)[:args.limit], info,
+                                                 batch_size=args.batch_size, seed=args.seed,
+                                                 flip=args.flip)
+    elif args.flip:
         xtr = np.concatenate([xtr, mirrored(xtr, shape)])
 
     kwargs = flow_kwargs(DEFAULTS[args.flow], args)
@@ -101,13 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}: {params:,} parameters, train {len(xtr)} (flip={args.flip}), val {len(xva)}, "
           f"test {len(xte)}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr), jit_compile=None if args.jit else False)
+    flow.compile(tf_keras.optimizers.Adam(args.lr, clipnorm=args.clipnorm),
+                 jit_compile=None if args.jit else False)
     callbacks = [BitsPerDim(mean_logit_ldj(xtr, lam), mean_logit_ldj(xva, lam), dims),
                  tf_keras.callbacks.EarlyStopping(patience=args.patience,
                                                   restore_best_weights=True),
                  TimeLimit(args.max_minutes)]
     start = time.time()
-    history = flow.fit(xtr, batch_size=args.batch_size, epochs=args.epochs,
+    history = flow.fit(xtr if train is None else train,
+                       batch_size=args.batch_size if train is None else None, epochs=args.epochs,
                        validation_data=(xva,), callbacks=callbacks, verbose=0, shuffle=True)
     train_seconds = time.time() - start
     flow.save(Path(args.out) / name)
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
         "data": args.data, "flow": args.flow,
         "kwargs": constructor_kwargs(flow),
         "parameters": params, "train_faces": len(splits.train), "flip": args.flip,
-        "train_rows": len(xtr), "val_faces": len(xva), "test_faces": len(xte),
+        "train_rows": len(xtr), "augment": args.augment, "val_faces": len(xva),
+        "test_faces": len(xte),
         "data_source": info.get("source"), "flow_input": info["flow_input"],
         **run_record(history, train_seconds, bpd, args),
     }

@@ -92,6 +92,12 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
                         help=per_flow if batch_size is None else None)
     parser.add_argument("--lr", type=float, default=lr, help=per_flow if lr is None else None)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--clipnorm", type=float,
+                        help="clip each gradient to this norm (Adam's clipnorm; default: none)")
+    parser.add_argument("--augment", action="store_true",
+                        help="train on nf.data.images.augmented_dataset: fresh dequantisation "
+                        "noise every epoch instead of one fixed draw (CelebA: and random "
+                        "mirrors instead of the fixed mirrored copies)")
     parser.add_argument("--max-minutes", type=float, default=max_minutes)
     parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"],
                         help="mixed_bfloat16: the flow's networks in bfloat16 (log-dets float32)")
@@ -141,7 +147,8 @@ def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: n
         "test_bpd_median": round(summary["test_bpd_median"], 4),
         "test_bpd_worst": summary["test_bpd_worst"],
         "test_bpd_worst_index": summary["test_bpd_worst_index"],
-        "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "dtype": args.dtype,
+        "batch_size": args.batch_size, "lr": args.lr, "clipnorm": args.clipnorm,
+        "seed": args.seed, "dtype": args.dtype,
         "jit_compile": args.jit,
         "machine": "2-core CPU (this project's CI-like machine)", "date": time.strftime("%Y-%m-%d"),
     }
@@ -187,12 +194,17 @@ def main(argv: list[str] | None = None) -> dict:
     add_temperature_argument(parser)
     parser.add_argument("--marginal-test-rows", type=int, default=10_000,
                         help="test digits for the marginal bits/dim of a conditional flow")
+    parser.add_argument("--max-shift", type=int, default=0,
+                        help="with --augment: shift each training digit by up to this many "
+                        "pixels along each axis")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=os.environ.get("NF_DATA_DIR"))
     parser.add_argument("--out", default=str(ROOT / "out" / "mnist"),
                         help="folder of the checkpoint (not committed)")
     parser.add_argument("--tag", default="", help="suffix of the result and figure names")
     args = parser.parse_args(argv)
+    if args.max_shift and not args.augment:
+        parser.error("--max-shift needs --augment")
     lr, batch_size = OPTIMISATION[args.flow]
     args.lr = lr if args.lr is None else args.lr
     args.batch_size = batch_size if args.batch_size is None else args.batch_size
@@ -218,8 +230,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}: {params:,} parameters, train {len(xtr)}, val {len(xva)}, test {len(xte)}, "
           f"source {splits.info['source']}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr), jit_compile=None if args.jit else False)
-    train = (xtr, ctr) if args.conditional else xtr
+    flow.compile(tf_keras.optimizers.Adam(args.lr, clipnorm=args.clipnorm),
+                 jit_compile=None if args.jit else False)
+    train = arrays = (xtr, ctr) if args.conditional else xtr
+    if args.augment:
+        pixels = nf.data.load("mnist", data_dir=args.data_dir, seed=args.seed, form="uint8")
+        train = nf.data.images.augmented_dataset(pixels.train, "mnist",
+                                                 batch_size=args.batch_size, seed=args.seed,
+                                                 context=ctr, max_shift=args.max_shift)
     val = ((xva, cva),) if args.conditional else (xva,)
     checkpoint = Path(args.out) / name
     callbacks = [BitsPerDim(mean_logit_ldj(xtr), mean_logit_ldj(xva), 784),
@@ -229,9 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
     if nf.training.batch_norm_layers(flow):
         # MAF paper: batch norm evaluated with the statistics of the whole training set,
         # before every validation and, after EarlyStopping put the best weights back, at the end.
-        callbacks.append(nf.training.BatchNormStatistics(train))
+        callbacks.append(nf.training.BatchNormStatistics(arrays))
     start = time.time()
-    history = flow.fit(train, batch_size=args.batch_size, epochs=args.epochs,
+    history = flow.fit(train, batch_size=None if args.augment else args.batch_size,
+                       epochs=args.epochs,
                        validation_data=val, callbacks=callbacks, verbose=0, shuffle=True)
     train_seconds = time.time() - start
     flow.save(checkpoint)
@@ -243,6 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         "flow": args.flow, "conditional": args.conditional, "kwargs": constructor_kwargs(flow),
         "parameters": params, "train_digits": len(xtr), "val_digits": len(xva),
         "test_digits": len(xte), "data_source": splits.info["source"],
+        "augment": ({"fresh_dequantisation": True, "max_shift": args.max_shift}
+                    if args.augment else None),
         **run_record(history, train_seconds, bpd, args),
     }
     if args.dtype != "float32":  # the same weights evaluated by the float32 flow
