@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}: {params:,} parameters, train {len(xtr)} (flip={args.flip}), val {len(xva)}, "
           f"test {len(xte)}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr, clipnorm=args.clipnorm),
+    flow.compile(tf_keras.optimizers.Adam(args.lr, global_clipnorm=args.global_clipnorm),
                  jit_compile=None if args.jit else False)
     callbacks = [BitsPerDim(mean_logit_ldj(xtr, lam), mean_logit_ldj(xva, lam), dims),
                  tf_keras.callbacks.EarlyStopping(patience=args.patience,

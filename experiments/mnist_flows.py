@@ -92,8 +92,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
                         help=per_flow if batch_size is None else None)
     parser.add_argument("--lr", type=float, default=lr, help=per_flow if lr is None else None)
     parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--clipnorm", type=float,
-                        help="clip each gradient to this norm (Adam's clipnorm; default: none)")
+    parser.add_argument("--global-clipnorm", type=float,
+                        help="clip the gradients to this global norm (Adam's global_clipnorm; "
+                        "default: none)")
     parser.add_argument("--augment", action="store_true",
                         help="train on nf.data.images.augmented_dataset: fresh dequantisation "
                         "noise every epoch instead of one fixed draw (CelebA: and random "
@@ -147,7 +148,7 @@ def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: n
         "test_bpd_median": round(summary["test_bpd_median"], 4),
         "test_bpd_worst": summary["test_bpd_worst"],
         "test_bpd_worst_index": summary["test_bpd_worst_index"],
-        "batch_size": args.batch_size, "lr": args.lr, "clipnorm": args.clipnorm,
+        "batch_size": args.batch_size, "lr": args.lr, "global_clipnorm": args.global_clipnorm,
         "seed": args.seed, "dtype": args.dtype,
         "jit_compile": args.jit,
         "machine": "2-core CPU (this project's CI-like machine)", "date": time.strftime("%Y-%m-%d"),
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}: {params:,} parameters, train {len(xtr)}, val {len(xva)}, test {len(xte)}, "
           f"source {splits.info['source']}", flush=True)
 
-    flow.compile(tf_keras.optimizers.Adam(args.lr, clipnorm=args.clipnorm),
+    flow.compile(tf_keras.optimizers.Adam(args.lr, global_clipnorm=args.global_clipnorm),
                  jit_compile=None if args.jit else False)
     train = arrays = (xtr, ctr) if args.conditional else xtr
     if args.augment:

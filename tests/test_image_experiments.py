@@ -47,12 +47,12 @@ def test_mnist_flows_augmented_conditional(mnist_flows, tmp_path):
     """``--augment --max-shift`` trains a class-conditional flow on fresh batches of
     (shifted, newly dequantised digits, labels); the options are recorded with the result."""
     csv_layout(tmp_path)
-    args = [*TINY, "--conditional", "--augment", "--max-shift", "2", "--clipnorm", "5",
+    args = [*TINY, "--conditional", "--augment", "--max-shift", "2", "--global-clipnorm", "5",
             "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"),
             "--results-dir", str(tmp_path / "results"), "--figures-dir", str(tmp_path / "fig")]
     result = mnist_flows.main(args)
     assert result["augment"] == {"fresh_dequantisation": True, "max_shift": 2}
-    assert result["clipnorm"] == 5.0 and result["train_digits"] == 250
+    assert result["global_clipnorm"] == 5.0 and result["train_digits"] == 250
     assert 0 < result["test_bpd_given_label"] < 8 and 0 < result["test_bpd_marginal"] < 8
     assert (tmp_path / "fig" / "mnist_glow_cond_samples.png").is_file()
     with pytest.raises(SystemExit):  # a shift without --augment would be ignored: refused
