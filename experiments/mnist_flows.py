@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                  context=ctr, max_shift=args.max_shift)
     val = ((xva, cva),) if args.conditional else (xva,)
     checkpoint = Path(args.out) / name
+    # With --augment the training rows change every epoch; the logit log-Jacobian of the fixed
+    # rows stands in for theirs (measured: within 0.002 bits/dim of an augmented epoch's).
     callbacks = [BitsPerDim(mean_logit_ldj(xtr), mean_logit_ldj(xva), 784),
                  tf_keras.callbacks.EarlyStopping(patience=args.patience,
                                                   restore_best_weights=True),
