@@ -25,12 +25,15 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 import normalizingflows as nf
 
-#: Op kinds, by the prefix of the XLA op names (the rest go to "other").
-KINDS = {"dot": ("MatMul",), "mask_select": ("broadcast_select_fusion",),
+#: Op kinds, by the prefix of the XLA op names (the rest go to "other"). The mask selects read
+#: each kernel block out of MADE's packed variable ("select_bitcast_fusion"; a broadcast of the
+#: mask when MADE kept one variable per block).
+KINDS = {"dot": ("MatMul",), "mask_select": ("broadcast_select_fusion", "select_bitcast_fusion"),
          "concat": ("maximum_concatenate_fusion", "concatenate_slice_fusion")}
 #: Profiler events that are not XLA ops (the Python and eager call, the executor, waits): not
 #: counted as work.
 NOT_OPS = ("ThunkExecutor", "SlinkyThreadPool", "ThreadpoolListener", "MemoryAllocation",
+           "MemoryDeallocation",
            "CpuExecutable", "end: ", "log_prob", "TFE_", "Eager", "__inference", "BlockUntilReady",
            "ValidateInput")
 CALL = "CpuExecutable::ExecuteAsyncOnStream"

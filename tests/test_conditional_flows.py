@@ -14,6 +14,7 @@ import tensorflow as tf
 import tf_keras
 from flow_cases import (
     CONTEXT,
+    assert_old_made_file_loads,
     assert_same_weights,
     conditional_cases,
     context,
@@ -104,6 +105,13 @@ def test_save_load_with_context(name, features, kwargs, tmp_path):
     # The same config and seed give the same initial weights, the context network's included.
     assert_same_weights(nf.flows.Flow.from_config(flow.get_config()),
                         nf.flows.build(name, features, **kwargs))
+
+
+@pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in RAW], ids=[c[0] for c in RAW])
+def test_files_from_before_made_weights_were_packed_load_with_context(name, features, kwargs,
+                                                                      tmp_path):
+    assert_old_made_file_loads(name, features, kwargs, tmp_path / "old", data(features, n=5),
+                               context=context(5))
 
 
 @pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in RAW], ids=[c[0] for c in RAW])

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 from flow_cases import (
+    assert_old_made_file_loads,
     assert_same_weights,
     data,
     flow_cases,
@@ -116,6 +117,12 @@ def test_save_load_and_config_round_trip(name, features, kwargs, tmp_path):
     fresh_b = nf.flows.build(name, features, **kwargs)
     assert_same_weights(fresh_a, fresh_b)
     np.testing.assert_array_equal(fresh_a.log_prob(x).numpy(), fresh_b.log_prob(x).numpy())
+
+
+@pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in CASES_3D],
+                         ids=[c[0] for c in CASES_3D])
+def test_files_from_before_made_weights_were_packed_load(name, features, kwargs, tmp_path):
+    assert_old_made_file_loads(name, features, kwargs, tmp_path / "old", data(features, n=5))
 
 
 @pytest.mark.parametrize("name,features,kwargs", [c[1:] for c in CASES_2D],
@@ -308,6 +315,37 @@ def test_made_splits_only_wide_layers():
     assert [len(b) for b in wide.kernel_blocks] == [3, 3, 2]
     narrow = nf.nn.MADE(5, hidden_units=(16, 16))
     assert [len(b) for b in narrow.kernel_blocks] == [1, 1, 1]
+
+
+def test_made_keeps_its_weights_in_one_variable():
+    """One packed variable per MADE (a compiled call pays for each variable it captures): the
+    same values, outputs and gradients as one variable per kernel block, bias and context
+    kernel (the layout before flow files of version 4), in both directions."""
+    args = dict(hidden_units=(512, 512), context_features=3, seed=2,
+                output_initializer="glorot_uniform")
+    made = nf.nn.MADE(43, **args)
+    with nf.nn.made.legacy_layout():
+        old = nf.nn.MADE(43, **args)
+    assert [v.name.split("/")[-1] for v in made.weights] == ["packed:0"]
+    assert len(old.weights) == 3 + 3 + 2 + 3 + 1  # blocks of each layer, biases, context
+    np.testing.assert_array_equal(
+        made.packed.numpy(), np.concatenate([v.numpy().ravel() for v in old.weights]))
+    x, c = data(43, n=4), tf.ones([4, 3])
+    for run in (lambda m: m(x, context=c),
+                lambda m: m.solve(lambda p, z: z + p[..., 0], x, context=c)):
+        outs, grads = [], []
+        for m in (made, old):
+            with tf.GradientTape() as tape:
+                out = run(m)
+                loss = tf.reduce_sum(out ** 2)
+            outs.append(out.numpy())
+            grads.append(tape.gradient(loss, m.weights))
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+        assert isinstance(grads[0][0], tf.Tensor)  # dense, as optimisers expect
+        np.testing.assert_allclose(
+            grads[0][0].numpy(), np.concatenate([tf.convert_to_tensor(g).numpy().ravel()
+                                                 for g in grads[1]]), rtol=1e-5, atol=1e-6)
+        assert np.count_nonzero(grads[0][0].numpy()) > 0
 
 
 def test_made_masks_survive_a_manual_update():

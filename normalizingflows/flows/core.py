@@ -27,8 +27,10 @@ __all__ = ["Flow", "load", "check_array", "check_context", "FAST_DIRECTIONS"]
 FAST_DIRECTIONS = ("density", "sampling", "both")
 _FORMAT = "normalizingflows.Flow"
 # 2: Glow's coupling_scale default became "sigmoid"; 3: Glow's split_prior default became True
-# (registry.CHANGED_DEFAULTS).
-_VERSION = 3
+# (registry.CHANGED_DEFAULTS); 4: a MADE stores its weights as one packed variable (older files
+# are read through nn.made.legacy_layout).
+_VERSION = 4
+_LAST_UNPACKED_MADE = 3
 
 
 def check_array(x: Any, name: str, features: int | None = None) -> np.ndarray:
@@ -589,6 +591,19 @@ def load(path: str | os.PathLike) -> Flow:
            if version <= last}
     config["kwargs"] = {**old, **config.get("kwargs", {})}
     flow = Flow.from_config(config)
+    if version <= _LAST_UNPACKED_MADE and _mades(flow):
+        from ..nn.made import legacy_layout
+
+        with legacy_layout():
+            old = Flow.from_config(config)
+        _restore(old, path)
+        _copy_unpacked_weights(old, flow)
+        return flow
+    _restore(flow, path)
+    return flow
+
+
+def _restore(flow: Flow, path: Path) -> None:
     status = tf.train.Checkpoint(flow=flow).read(str(path / "weights"))
     try:
         status.assert_existing_objects_matched()
@@ -598,4 +613,25 @@ def load(path: str | os.PathLike) -> Flow:
     # and takes only the weights (resume training from tf.train.CheckpointManager files).
     # Without this TensorFlow logs one warning per unused optimizer variable.
     status.expect_partial()
-    return flow
+
+
+def _mades(flow: Flow) -> list:
+    from ..nn.made import MADE
+
+    return [m for m in flow.submodules if isinstance(m, MADE)]
+
+
+def _copy_unpacked_weights(old: Flow, new: Flow) -> None:
+    """Copy the weights of ``old`` (MADEs with one variable per piece) into ``new``, the same
+    flow with packed MADEs: each MADE's pieces, in order, make its packed variable."""
+    old_mades, new_mades = _mades(old), _mades(new)
+    for a, b in zip(old_mades, new_mades, strict=True):
+        b.packed.assign(tf.concat([tf.reshape(v, [-1]) for v in a.weights], axis=0))
+    in_mades = {id(v) for m in old_mades + new_mades for v in m.weights}
+    rest_old = [v for v in old.weights if id(v) not in in_mades]
+    rest_new = [v for v in new.weights if id(v) not in in_mades]
+    for a, b in zip(rest_old, rest_new, strict=True):
+        if a.shape != b.shape:
+            raise ValueError(f"cannot convert the old flow file: {a.name} {a.shape} against "
+                             f"{b.name} {b.shape}")
+        b.assign(a)

@@ -9,11 +9,19 @@ activations are kept feature-major (``[units, N]``) so that prefix is contiguous
 blocks are neither stored nor multiplied: at D = 43 with 2 x 512 units, ``blocks=3`` stores 67%
 of the dense kernels, and in an interleaved A/B against one dense kernel per layer (XLA, batch
 256, this project's 2-core CPU) ran the MAF(5) train step 1.17x and ``log_prob`` 1.07x faster.
+
+All of a MADE's weights (kernel blocks, biases, context kernel) are pieces of one packed
+variable, cut by one ``tf.split`` in each call. A compiled call pays for every variable it
+captures (about 2 us each here: 57 variables cost 115 us more per call than 5), so MAF(5)
+captures 7 variables instead of 57; in an interleaved A/B its XLA ``log_prob`` ran about 2%
+faster. Flow files before version 4 (one variable per piece) are read through
+:func:`legacy_layout`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +31,7 @@ import tf_keras
 from ._init import check_residual_widths, dropout_layer, seeded
 from .precision import layer_dtype
 
-__all__ = ["MADE", "input_degrees", "hidden_degrees", "ORDERS"]
+__all__ = ["MADE", "input_degrees", "hidden_degrees", "ORDERS", "legacy_layout"]
 
 #: Bytes of hidden-unit caches the incremental solve keeps per chunk of rows (see
 #: :meth:`MADE.solve`): 4 MiB is 1,024 rows of 2 x 512 float32 units, the chunk size measured
@@ -34,7 +42,24 @@ SOLVE_CACHE_BYTES = 4 * 2**20
 #: kernel, where splitting saves little and a small group of ReLUs can die together.
 MIN_BLOCK_UNITS = 32
 
+#: Build MADEs with one variable per piece (the layout before flow files of version 4), so
+#: :func:`normalizingflows.load` can read an older file; see :func:`legacy_layout`.
+_LEGACY_LAYOUT = False
+
 ORDERS = ("left-to-right", "right-to-left", "random")
+
+
+@contextlib.contextmanager
+def legacy_layout() -> Iterator[None]:
+    """MADEs built inside hold one variable per kernel block, bias and context kernel, as
+    flow files before version 4 stored them: :func:`normalizingflows.load` builds such a flow
+    to read an older file, then copies its weights into a flow of the packed layout."""
+    global _LEGACY_LAYOUT
+    before, _LEGACY_LAYOUT = _LEGACY_LAYOUT, True
+    try:
+        yield
+    finally:
+        _LEGACY_LAYOUT = before
 
 
 @tf.custom_gradient
@@ -185,8 +210,11 @@ class MADE(tf_keras.layers.Layer):
         self._in_order = np.argsort(self.degrees, kind="stable")
         self._out_order = np.argsort(out_degrees, kind="stable")
         self._out_inverse = np.argsort(self._out_order)
-        self.kernel_blocks: list[list[tuple[tf.Variable, np.ndarray, int, np.ndarray]]] = []
-        self.biases: list[tf.Variable] = []
+        # Every kernel block, bias and the context kernel, in this order, are pieces of one
+        # packed variable (see the module docstring): ``_blocks`` holds each block's piece index.
+        pieces: list[tuple[str, tf.Tensor]] = []
+        self._blocks: list[list[tuple[int, np.ndarray | None, int, np.ndarray]]] = []
+        self._bias_pieces: list[int] = []
         for i, mask in enumerate(self._masks):
             last = i == len(self._masks) - 1
             init = seeded(output_initializer if last else "glorot_uniform", seed * 7919 + i)
@@ -206,23 +234,68 @@ class MADE(tf_keras.layers.Layer):
                                      cols, axis=1)
                 # Stored [units, inputs]: the feature-major matmul is then ``K @ h``, which
                 # XLA's CPU dot runs about 1.3-1.8x faster than ``K^T @ h`` (see call).
-                block = tf.transpose(full[:prefix, group[0]:group[-1] + 1])
-                kernel = self.add_weight(f"kernel_{i}_{g}", shape=block.shape,
-                                         initializer=lambda shape, dtype=None, b=block: b)
+                pieces.append((f"kernel_{i}_{g}",
+                               tf.transpose(full[:prefix, group[0]:group[-1] + 1])))
                 block_mask = sorted_mask[:prefix, group].T
-                layer_blocks.append((kernel, None if block_mask.all() else block_mask,
+                layer_blocks.append((len(pieces) - 1, None if block_mask.all() else block_mask,
                                      prefix, group))
-            self.kernel_blocks.append(layer_blocks)
-            self.biases.append(self.add_weight(
-                f"bias_{i}", shape=mask.shape[1:],
-                initializer=output_bias_initializer if last else "zeros"))
-        self.context_kernel = None
+            self._blocks.append(layer_blocks)
+            bias_init = tf_keras.initializers.get(output_bias_initializer if last else "zeros")
+            pieces.append((f"bias_{i}", tf.convert_to_tensor(
+                bias_init(mask.shape[1:], dtype=self.dtype), self.dtype)))
+            self._bias_pieces.append(len(pieces) - 1)
+        self._context_piece = None
         if context_features:
-            self.context_kernel = self.add_weight(
-                "context_kernel", shape=(int(context_features), degrees[1].size
-                                         if self._units else out_degrees.size),
-                initializer=tf_keras.initializers.GlorotUniform(seed=seed * 7919 + 997))
+            pieces.append(("context_kernel", tf_keras.initializers.GlorotUniform(
+                seed=seed * 7919 + 997)((int(context_features), degrees[1].size
+                                          if self._units else out_degrees.size),
+                                         dtype=self.dtype)))
+            self._context_piece = len(pieces) - 1
+        self._piece_shapes = [tuple(int(n) for n in value.shape) for _, value in pieces]
+        self._legacy_variables = None
+        if _LEGACY_LAYOUT:  # one variable per piece, as MADE stored them before (loading)
+            self._legacy_variables = [
+                self.add_weight(name, shape=value.shape,
+                                initializer=lambda shape, dtype=None, v=value: v)
+                for name, value in pieces]
+        else:
+            packed = tf.concat([tf.reshape(value, [-1]) for _, value in pieces], axis=0)
+            self.packed = self.add_weight("packed", shape=packed.shape,
+                                          initializer=lambda shape, dtype=None: packed)
         self.built = True
+
+    def _pieces(self, dtype: Any = None) -> list[tf.Tensor]:
+        """The kernel blocks, biases and context kernel as tensors in ``dtype`` (default: the
+        compute dtype), cut from the packed variable by one ``tf.split``, whose gradient is
+        one concat."""
+        dtype = dtype or self.compute_dtype
+        if self._legacy_variables is not None:
+            return [tf.cast(v, dtype) for v in self._legacy_variables]
+        flat = tf.cast(self.packed, dtype)
+        sizes = [int(np.prod(shape)) for shape in self._piece_shapes]
+        return [tf.reshape(piece, shape) for piece, shape in
+                zip(tf.split(flat, sizes), self._piece_shapes, strict=True)]
+
+    @property
+    def kernel_blocks(self) -> list[list[tuple[tf.Tensor, np.ndarray | None, int, np.ndarray]]]:
+        """Each layer's stored kernel blocks as ``(kernel [units, prefix], mask or None, prefix,
+        units)``: the kernels unmasked, in the variable dtype."""
+        pieces = self._pieces(self.dtype)
+        return [[(pieces[p], mask, prefix, group) for p, mask, prefix, group in blocks]
+                for blocks in self._blocks]
+
+    @property
+    def biases(self) -> list[tf.Tensor]:
+        """Each layer's bias (the output layer's in the original order), in the variable dtype."""
+        pieces = self._pieces(self.dtype)
+        return [pieces[p] for p in self._bias_pieces]
+
+    @property
+    def context_kernel(self) -> tf.Tensor | None:
+        """The ``[context_features, units]`` kernel of the context, or ``None``."""
+        if self._context_piece is None:
+            return None
+        return self._pieces(self.dtype)[self._context_piece]
 
     def masks(self) -> list[np.ndarray]:
         """The 0/1 masks of each layer, input to output (``float32`` arrays)."""
@@ -248,8 +321,9 @@ class MADE(tf_keras.layers.Layer):
         cd = self.compute_dtype
         x = tf.cast(tf.convert_to_tensor(inputs), cd)
         batch_shape = tf.shape(x)[:-1]
-        if context is not None and self.context_kernel is None:
+        if context is not None and self._context_piece is None:
             raise ValueError("context was given but this MADE has context_features=None")
+        pieces = self._pieces()  # one read of the packed variable
         # Feature-major [units, N]: the prefix of input rows a block reaches is contiguous,
         # and with kernels stored [units, inputs] every matmul is the plain ``K @ h`` (the
         # ``K^T @ h`` of [inputs, units] kernels ran MAF(5)'s log_prob about 25% slower).
@@ -260,15 +334,16 @@ class MADE(tf_keras.layers.Layer):
         n = len(self._masks)
         side = None  # the context's term of the first layer, [units, N]
         if context is not None:
-            context = tf.reshape(tf.cast(context, cd), [-1, self.context_kernel.shape[0]])
-            side = tf.matmul(tf.cast(self.context_kernel, cd), context,
+            kernel = pieces[self._context_piece]
+            context = tf.reshape(tf.cast(context, cd), [-1, kernel.shape[0]])
+            side = tf.matmul(kernel, context,
                              transpose_a=True, transpose_b=True)
         stream = None
-        for i, bias in enumerate(self.biases):
+        for i, b in enumerate(self._bias_pieces):
+            bias = pieces[b]
             units = self._masks[i].shape[1]
             last = i == n - 1
             sort = last and not np.array_equal(self._out_order, np.arange(units))
-            bias = tf.cast(bias, cd)
             if sort:  # in sorted order; a dense gradient, as through the gather of ``pre``
                 bias = tf.gather(_dense_gradient(tf.convert_to_tensor(bias)), self._out_order)
                 if side is not None and i == 0:
@@ -280,7 +355,7 @@ class MADE(tf_keras.layers.Layer):
             # interleaved A/B (XLA, batch 256, this project's 2-core CPU) MAF(5)'s log_prob
             # ran 7-17% faster and its train step 4-9%.
             parts, done = [], 0
-            for kernel, prefix, size in self._column_groups(i):
+            for kernel, prefix, size in self._column_groups(i, pieces):
                 part = bias[done:done + size, None]
                 part = (tf.matmul(kernel, h[:prefix]) + part if kernel is not None
                         else part * ones)  # units no input reaches: the bias alone
@@ -303,25 +378,26 @@ class MADE(tf_keras.layers.Layer):
         # Parameters in the variable dtype: float32 under a mixed policy, for the transformer.
         return tf.reshape(tf.transpose(tf.cast(h, self.dtype)), shape)
 
-    def _column_groups(self, i: int, dtype: Any = None) -> list[tuple[tf.Tensor | None, int, int]]:
+    def _column_groups(self, i: int, pieces: list[tf.Tensor]
+                       ) -> list[tuple[tf.Tensor | None, int, int]]:
         """Layer ``i``'s units in sorted order as ``(masked kernel, input prefix, units)``
-        pieces, kernels ``[units, prefix]`` in ``dtype`` (default: the compute dtype);
-        ``(None, 0, units)`` for a run of units no input reaches."""
-        dtype = dtype or self.compute_dtype
-        pieces, done = [], 0
-        for kernel, mask, prefix, group in self.kernel_blocks[i]:
+        groups, kernels ``[units, prefix]`` from ``pieces`` (of :meth:`_pieces`, in their
+        dtype); ``(None, 0, units)`` for a run of units no input reaches."""
+        groups, done = [], 0
+        for p, mask, prefix, group in self._blocks[i]:
             if group[0] > done:
-                pieces.append((None, 0, int(group[0]) - done))
-            kernel = tf.cast(kernel, dtype)
+                groups.append((None, 0, int(group[0]) - done))
+            kernel = pieces[p]
+            dtype = kernel.dtype
             if mask is not None:
                 # a select on a boolean mask: a quarter of the bytes of a float mask to read
                 # each call, and MAF(5)'s log_prob about 5% faster than ``kernel * mask``
                 kernel = tf.where(tf.constant(mask), kernel, tf.zeros([], dtype))
-            pieces.append((kernel, prefix, len(group)))
+            groups.append((kernel, prefix, len(group)))
             done = int(group[-1]) + 1
         if done < self._masks[i].shape[1]:
-            pieces.append((None, 0, self._masks[i].shape[1] - done))
-        return pieces
+            groups.append((None, 0, self._masks[i].shape[1] - done))
+        return groups
 
     def dense_kernels(self) -> list[tf.Tensor | None]:
         """The masked kernels as dense ``[inputs, units]`` tensors in the original order, in the
@@ -330,37 +406,39 @@ class MADE(tf_keras.layers.Layer):
         ``None`` for a layer the masks leave empty (only the bias and the context reach it).
         """
         return [None if k is None else tf.transpose(k)
-                for k in self._dense_kernels_t(self.dtype)]
+                for k in self._dense_kernels_t(self._pieces(self.dtype))]
 
-    def _dense_kernels_t(self, dtype: Any) -> list[tf.Tensor | None]:
-        """The masked kernels as dense ``[units, inputs]`` tensors in the original order."""
+    def _dense_kernels_t(self, pieces: list[tf.Tensor]) -> list[tf.Tensor | None]:
+        """The masked kernels as dense ``[units, inputs]`` tensors in the original order, from
+        ``pieces`` (of :meth:`_pieces`, in their dtype)."""
         out = []
-        for i, blocks in enumerate(self.kernel_blocks):
+        dtype = pieces[0].dtype
+        for i, blocks in enumerate(self._blocks):
             if not blocks:
                 out.append(None)
                 continue
             rows, units = self._masks[i].shape
             dense = tf.concat([tf.pad(kernel, [[0, 0], [0, rows - prefix]]) if kernel is not None
                                else tf.zeros([size, rows], dtype)
-                               for kernel, prefix, size in self._column_groups(i, dtype)],
+                               for kernel, prefix, size in self._column_groups(i, pieces)],
                               axis=0)
             if i == 0 and not np.array_equal(self._in_order, np.arange(rows)):
                 dense = tf.gather(dense, np.argsort(self._in_order), axis=1)
-            if (i == len(self.kernel_blocks) - 1
+            if (i == len(self._blocks) - 1
                     and not np.array_equal(self._out_order, np.arange(units))):
                 dense = tf.gather(dense, self._out_inverse)
             out.append(dense)
         return out
 
-    def _masked_layers(self) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
-        cd = self.compute_dtype
+    def _masked_layers(self, pieces: list[tf.Tensor]) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
         # Tensors, not the variables (a same-dtype cast is the variable): XLA has no gather
         # from a resource variable inside the solve's loop. The solve reads them by gathers,
         # whose gradients are IndexedSlices: made dense here, so optimisers see the same
         # gradient type as from a network pass.
         return [(None if kernel is None else _dense_gradient(kernel),
-                 _dense_gradient(tf.convert_to_tensor(tf.cast(bias, cd))))
-                for kernel, bias in zip(self._dense_kernels_t(cd), self.biases, strict=True)]
+                 _dense_gradient(pieces[b]))
+                for kernel, b in zip(self._dense_kernels_t(pieces), self._bias_pieces,
+                                     strict=True)]
 
     def solve(self, step: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], z: tf.Tensor,
               context: tf.Tensor | None = None, *, return_params: bool = False
@@ -397,14 +475,14 @@ class MADE(tf_keras.layers.Layer):
         shape = tf.shape(z)
         z_t = tf.transpose(tf.reshape(z, [-1, self.features]))  # [D, N]
         context_pre = None
+        pieces = self._pieces()
         if context is not None:
-            if self.context_kernel is None:
+            if self._context_piece is None:
                 raise ValueError("context was given but this MADE has context_features=None")
-            context = tf.reshape(tf.cast(context, self.compute_dtype),
-                                 [-1, self.context_kernel.shape[0]])
-            context_pre = tf.transpose(tf.matmul(
-                context, tf.cast(self.context_kernel, self.compute_dtype)))  # [H0 or DP, N]
-        layers = self._masked_layers()
+            kernel = pieces[self._context_piece]
+            context = tf.reshape(tf.cast(context, self.compute_dtype), [-1, kernel.shape[0]])
+            context_pre = tf.transpose(tf.matmul(context, kernel))  # [H0 or DP, N]
+        layers = self._masked_layers(pieces)
         rows = tf.compat.dimension_value(z_t.shape[1])
         if rows is not None and rows <= self.solve_rows:
             x_t, params_t = self._solve_rows(step, layers, z_t, context_pre)
