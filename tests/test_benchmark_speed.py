@@ -124,3 +124,14 @@ def test_log_prob_profile_counts_the_ops_of_the_calls() -> None:
     # event that encloses others (the executor, the call) is counted as work.
     assert out["dot_us"] + out["mask_select_us"] + out["concat_us"] + out["other_us"] < (
         ((os.cpu_count() or 1) + 1) * out["wall_us"])
+
+
+def test_made_layout_ab_times_both_layouts() -> None:
+    """benchmarks/made_layout.py: packed and per-piece MADEs, the same density, both timed."""
+    ab = load_script("benchmarks/made_layout.py", "benchmark_made_layout")
+    times = ab.main(["--features", "3", "--layers", "2", "--hidden", "8", "8", "--batch", "16",
+                     "--rounds", "3"])
+    assert set(times) == {"log_prob", "train"}
+    for metric in times.values():
+        assert set(metric) == {"pieces", "packed"}
+        assert all(len(t) >= 2 and min(t) > 0 for t in metric.values())
