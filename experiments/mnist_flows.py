@@ -132,16 +132,22 @@ def constructor_kwargs(flow: nf.flows.Flow) -> dict:
     return {k: v for k, v in flow.get_config()["kwargs"].items() if k not in ("seed", "dtype")}
 
 
-def run_record(history: tf_keras.callbacks.History, train_seconds: float, bpd: np.ndarray,
-               args: argparse.Namespace) -> dict:
-    """The training and test figures every image experiment records."""
-    epochs = len(history.history["loss"])
+def run_record(history: tf_keras.callbacks.History | None, train_seconds: float | None,
+               bpd: np.ndarray, args: argparse.Namespace) -> dict:
+    """The training and test figures every image experiment records (``history`` ``None``:
+    a saved flow evaluated without training, whose training figures are ``None``)."""
     summary = nf.data.images.bits_per_dim_summary(bpd, "test_bpd")
+    training = {"epochs_run": None, "best_epoch": None, "train_seconds": None,
+                "seconds_per_epoch": None, "val_bpd_per_epoch": None}
+    if history is not None:
+        epochs = len(history.history["loss"])
+        training = {
+            "epochs_run": epochs, "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
+            "train_seconds": round(train_seconds, 1),
+            "seconds_per_epoch": round(train_seconds / epochs, 1),
+            "val_bpd_per_epoch": [round(v, 4) for v in history.history.get("val_bpd", [])]}
     return {
-        "epochs_run": epochs, "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
-        "train_seconds": round(train_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / epochs, 1),
-        "val_bpd_per_epoch": [round(v, 4) for v in history.history.get("val_bpd", [])],
+        **training,
         "test_bpd": round(summary["test_bpd"], 4),
         "test_bpd_stderr": round(summary["test_bpd_se"], 4),
         # One unusual image can dominate the mean of an overfitted flow: the median and worst.
@@ -203,6 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "out" / "mnist"),
                         help="folder of the checkpoint (not committed)")
     parser.add_argument("--tag", default="", help="suffix of the result and figure names")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="do not train: load the flow an earlier run of the same options "
+                        "saved under --out, and evaluate it and draw its figure")
     args = parser.parse_args(argv)
     if args.max_shift and not args.augment:
         parser.error("--max-shift needs --augment")
@@ -231,6 +240,22 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{name}: {params:,} parameters, train {len(xtr)}, val {len(xva)}, test {len(xte)}, "
           f"source {splits.info['source']}", flush=True)
 
+    checkpoint = Path(args.out) / name
+    if args.evaluate_only:
+        history = train_seconds = None
+        saved = nf.load(checkpoint)
+        if saved.get_config() != flow.get_config():
+            raise SystemExit(f"{checkpoint} does not hold the flow these options build: "
+                             f"{saved.get_config()} against {flow.get_config()}")
+        flow = saved
+    else:
+        history, train_seconds = train_flow(flow, args, splits, xtr, xva, ctr, cva, checkpoint)
+    return evaluate(flow, args, name, kwargs, params, history, train_seconds, splits)
+
+
+def train_flow(flow, args, splits, xtr, xva, ctr, cva, checkpoint):
+    """Fit ``flow`` (early stopping, time limit), save it to ``checkpoint``; return the
+    history and the training seconds."""
     flow.compile(tf_keras.optimizers.Adam(args.lr, global_clipnorm=args.global_clipnorm),
                  jit_compile=None if args.jit else False)
     train = arrays = (xtr, ctr) if args.conditional else xtr
@@ -240,7 +265,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                  batch_size=args.batch_size, seed=args.seed,
                                                  context=ctr, max_shift=args.max_shift)
     val = ((xva, cva),) if args.conditional else (xva,)
-    checkpoint = Path(args.out) / name
     # With --augment the training rows change every epoch; the logit log-Jacobian of the fixed
     # rows stands in for theirs (measured: within 0.002 bits/dim of an augmented epoch's).
     callbacks = [BitsPerDim(mean_logit_ldj(xtr), mean_logit_ldj(xva), 784),
@@ -257,7 +281,16 @@ def main(argv: list[str] | None = None) -> dict:
                        validation_data=val, callbacks=callbacks, verbose=0, shuffle=True)
     train_seconds = time.time() - start
     flow.save(checkpoint)
+    return history, train_seconds
 
+
+def evaluate(flow, args, name, kwargs, params, history, train_seconds, splits) -> dict:
+    """Test bits/dim (given the label and marginal for a conditional flow), the float32
+    evaluation of a mixed-precision flow, the sample figure; write and return the result."""
+    xtr, xva, xte = splits.train, splits.val, splits.test
+    yte = splits.labels[2]
+    eye = np.eye(10, dtype=np.float32)
+    cte = eye[yte] if args.conditional else None
     deq = inverse_logit_transform(xte.astype(np.float64), LAMBDA_MNIST)
     lp = batched_log_prob(flow, xte, cte, jit=args.jit)
     bpd = bits_per_dim(lp, deq, LAMBDA_MNIST)

@@ -57,3 +57,10 @@ def test_mnist_flows_augmented_conditional(mnist_flows, tmp_path):
     assert (tmp_path / "fig" / "mnist_glow_cond_samples.png").is_file()
     with pytest.raises(SystemExit):  # a shift without --augment would be ignored: refused
         mnist_flows.main([*TINY, "--max-shift", "1", "--data-dir", str(tmp_path)])
+    # --evaluate-only: the saved flow, evaluated again without training, scores the same.
+    again = mnist_flows.main([*args, "--evaluate-only", "--results-dir",
+                              str(tmp_path / "again")])
+    assert again["test_bpd_given_label"] == result["test_bpd_given_label"]
+    assert again["epochs_run"] is None and again["train_seconds"] is None
+    with pytest.raises(SystemExit, match="does not hold the flow"):  # other options: refused
+        mnist_flows.main([*args, "--evaluate-only", "--hidden-units", "3"])
