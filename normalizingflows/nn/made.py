@@ -13,9 +13,9 @@ of the dense kernels, and in an interleaved A/B against one dense kernel per lay
 All of a MADE's weights (kernel blocks, biases, context kernel) are pieces of one packed
 variable, cut by one ``tf.split`` in each call. A compiled call pays for every variable it
 captures (about 2 us each here: 57 variables cost 115 us more per call than 5), so MAF(5)
-captures 7 variables instead of 57; in an interleaved A/B its XLA ``log_prob`` ran about 2%
-faster. Flow files before version 4 (one variable per piece) are read through
-:func:`legacy_layout`.
+captures 7 variables instead of 57; in two interleaved A/Bs (``benchmarks/made_layout.py``)
+its XLA ``log_prob`` ran 2-7% faster and its train step level. Flow files before version 4
+(one variable per piece) are read through :func:`legacy_layout`.
 """
 
 from __future__ import annotations
