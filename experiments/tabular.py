@@ -209,9 +209,13 @@ def build_flow(model: str, features: int, hidden: int, activation: str, seed: in
                           dtype=dtype, **kwargs)
     flow.log_prob(tf.zeros([2, features]))  # create every variable
     if recipe["l2"]:
-        kernels = [v for v in flow.trainable_variables if "kernel" in v.name]
+        # The kernels of the other layers by name; a MADE keeps its kernels in one packed
+        # variable with its biases, and gives them by kernels().
+        named = [v for v in flow.trainable_variables if "kernel" in v.name]
+        mades = [m for m in flow.submodules if isinstance(m, nf.nn.MADE)]
         l2 = float(recipe["l2"])
-        flow.add_loss(lambda: l2 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in kernels]))
+        flow.add_loss(lambda: l2 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in named + [
+            k for m in mades for k in m.kernels()]]))
     return flow
 
 

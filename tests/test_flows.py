@@ -330,6 +330,10 @@ def test_made_keeps_its_weights_in_one_variable():
     assert len(old.weights) == 3 + 3 + 2 + 3 + 1  # blocks of each layer, biases, context
     np.testing.assert_array_equal(
         made.packed.numpy(), np.concatenate([v.numpy().ravel() for v in old.weights]))
+    kernels = [v for v in old.weights if "kernel" in v.name]  # what a weight penalty sums
+    assert len(made.kernels()) == len(kernels) == 3 + 3 + 2 + 1
+    for k, v in zip(made.kernels(), kernels, strict=True):
+        np.testing.assert_array_equal(k.numpy(), v.numpy())
     x, c = data(43, n=4), tf.ones([4, 3])
     for run in (lambda m: m(x, context=c),
                 lambda m: m.solve(lambda p, z: z + p[..., 0], x, context=c)):

@@ -284,6 +284,16 @@ class MADE(tf_keras.layers.Layer):
         return [[(pieces[p], mask, prefix, group) for p, mask, prefix, group in blocks]
                 for blocks in self._blocks]
 
+    def kernels(self) -> list[tf.Tensor]:
+        """The stored kernel blocks, then the context kernel (if any), unmasked, in the variable
+        dtype: what a weight penalty on the kernels sums over (called inside the loss, their
+        gradient reaches :attr:`packed`)."""
+        pieces = self._pieces(self.dtype)
+        kernels = [pieces[p] for blocks in self._blocks for p, *_ in blocks]
+        if self._context_piece is not None:
+            kernels.append(pieces[self._context_piece])
+        return kernels
+
     @property
     def biases(self) -> list[tf.Tensor]:
         """Each layer's bias (the output layer's in the original order), in the variable dtype."""
