@@ -4,7 +4,9 @@ of version 4), for a catalog flow's XLA ``log_prob`` and train step.
 
 Both flows are built in one process and timed in alternating bursts of synced calls, so the
 load of a shared machine falls on both alike; samples/s at the fastest burst, the 10th
-percentile and the median. Run:
+percentile and the median. First it prints what capturing the variables alone costs: an XLA
+function that reads one element of each of the flow's variables (per-piece and packed) and
+one that captures none, best of 15 rounds of 20 calls. Run:
 
     PYTHONPATH=. python benchmarks/made_layout.py [--flow maf] [--features 43]
 """
@@ -29,6 +31,15 @@ def _burst(fn, arg, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def _dispatch_us(variables, x, rounds: int = 15, n: int = 20) -> tuple[int, float]:
+    """(variables, us per call) of an XLA call that reads one element of each variable."""
+    fn = tf.function(lambda x: tf.add_n([tf.reshape(v, [-1])[0] for v in variables]
+                                        + [tf.reduce_sum(x)]), jit_compile=True)
+    fn(x).numpy()
+    best = min(_burst(fn, x, n) for _ in range(rounds))
+    return len(variables), 1e6 * best
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flow", default="maf")
@@ -41,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     args = parser.parse_args(argv)
 
     x = tf.random.stateless_normal([args.batch, args.features], [1, 0])
-    calls = {}
+    calls, flows = {}, {}
     for layout in ("pieces", "packed"):
         build = lambda: nf.flows.build(args.flow, args.features, layers=args.layers,  # noqa: E731
                                        hidden_units=args.hidden, seed=0)
@@ -56,10 +67,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
         log_prob(x), train((x,))  # compile
         captured = len(log_prob.get_concrete_function(x).captured_inputs)
         calls[layout] = (log_prob, train, captured)
+        flows[layout] = flow
     gap = float(tf.reduce_max(tf.abs(calls["pieces"][0](x) - calls["packed"][0](x))))
+    dispatch = {layout: _dispatch_us(flows[layout].trainable_variables, x)
+                for layout in flows}
+    dispatch["none"] = _dispatch_us([], x)
     print(f"{args.flow}({args.layers}), D = {args.features}, batch {args.batch}; log_prob "
           f"captures: pieces {calls['pieces'][2]}, packed {calls['packed'][2]}; "
           f"largest log_prob difference {gap:.3g}")
+    print("a call that only reads one element of each variable, us: " + ", ".join(
+        f"{layout} ({n} variables) {us:.0f}" for layout, (n, us) in dispatch.items()))
     times: dict[str, dict[str, list[float]]] = {}
     for metric, idx, arg, n, rounds in (("log_prob", 0, x, 10, args.rounds),
                                         ("train", 1, (x,), 5, max(2, 2 * args.rounds // 3))):

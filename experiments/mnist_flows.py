@@ -223,9 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     splits = nf.data.load("mnist", data_dir=args.data_dir, seed=args.seed, form="logit")
     xtr, xva, xte = splits.train, splits.val, splits.test
-    ytr, yva, yte = splits.labels
     eye = np.eye(10, dtype=np.float32)
-    ctr, cva, cte = (eye[y] if args.conditional else None for y in (ytr, yva, yte))
+    ctr, cva = (eye[y] if args.conditional else None for y in splits.labels[:2])
 
     kwargs = flow_kwargs(DEFAULTS[args.flow], args)
     if args.flow in ("glow", "realnvp_image"):

@@ -5,6 +5,8 @@ Adding a flow to the catalog (with its ``test_variants``) adds it here; nothing 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
@@ -141,8 +143,6 @@ def assert_old_made_file_loads(name: str, features: int, kwargs: dict, path, x, 
                                ) -> None:
     """A flow file of version 3, whose MADEs hold one variable per kernel block, bias and
     context kernel, loads into packed MADEs (one variable each) with the same density."""
-    import json
-
     with nf.nn.made.legacy_layout():
         old = make_flow(name, features, kwargs)
     old.save(path)

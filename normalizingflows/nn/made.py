@@ -12,7 +12,7 @@ of the dense kernels, and in an interleaved A/B against one dense kernel per lay
 
 All of a MADE's weights (kernel blocks, biases, context kernel) are pieces of one packed
 variable, cut by one ``tf.split`` in each call. A compiled call pays for every variable it
-captures (about 2 us each here: 57 variables cost 115 us more per call than 5), so MAF(5)
+captures (about 2 us each here: 55 variables cost 100-110 us more per call than 5), so MAF(5)
 captures 7 variables instead of 57; in two interleaved A/Bs (``benchmarks/made_layout.py``)
 its XLA ``log_prob`` ran 2-7% faster and its train step level. Flow files before version 4
 (one variable per piece) are read through :func:`legacy_layout`.
@@ -355,7 +355,7 @@ class MADE(tf_keras.layers.Layer):
             last = i == n - 1
             sort = last and not np.array_equal(self._out_order, np.arange(units))
             if sort:  # in sorted order; a dense gradient, as through the gather of ``pre``
-                bias = tf.gather(_dense_gradient(tf.convert_to_tensor(bias)), self._out_order)
+                bias = tf.gather(_dense_gradient(bias), self._out_order)
                 if side is not None and i == 0:
                     side = tf.gather(side, self._out_order)
             # Bias, context and (in a plain MADE) the activation go on each group's product
@@ -441,10 +441,9 @@ class MADE(tf_keras.layers.Layer):
         return out
 
     def _masked_layers(self, pieces: list[tf.Tensor]) -> list[tuple[tf.Tensor | None, tf.Tensor]]:
-        # Tensors, not the variables (a same-dtype cast is the variable): XLA has no gather
-        # from a resource variable inside the solve's loop. The solve reads them by gathers,
-        # whose gradients are IndexedSlices: made dense here, so optimisers see the same
-        # gradient type as from a network pass.
+        # The solve reads these by gathers, whose gradients are IndexedSlices: made dense
+        # here, so the split's gradient (a concat) and the optimisers get dense tensors, as
+        # from a network pass.
         return [(None if kernel is None else _dense_gradient(kernel),
                  _dense_gradient(pieces[b]))
                 for kernel, b in zip(self._dense_kernels_t(pieces), self._bias_pieces,
