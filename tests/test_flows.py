@@ -256,6 +256,24 @@ def test_loading_a_trained_flow_is_quiet_about_its_optimizer(tmp_path):
     assert [r.getMessage()[:80] for r in records] == []
 
 
+def test_a_loaded_flow_trains_with_the_optimizer_it_is_given(tmp_path):
+    """The file of a trained flow holds its Adam (learning rate, step count, moments); a loaded
+    flow compiled with a new optimizer trains with that one, not with the saved state (Keras
+    had restored the saved optimizer into the new one: Adam(0.0) trained at 1e-3)."""
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    flow = nf.flows.build("maf", 2, **small_kwargs("maf", {}))
+    flow.compile(tf_keras.optimizers.Adam(1e-3))
+    flow.fit(x, batch_size=16, epochs=2, verbose=0)
+    flow.save(tmp_path / "f")
+    loaded = nf.load(tmp_path / "f")
+    loaded.compile(tf_keras.optimizers.Adam(0.0))
+    loaded.fit(x, batch_size=32, epochs=1, verbose=0)
+    for a, b in zip(flow.trainable_variables, loaded.trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert float(loaded.optimizer.learning_rate) == 0.0
+    assert int(loaded.optimizer.iterations) == 2  # this fit's steps only, not 8 + 2
+
+
 def test_save_leaves_nothing_half_written(tmp_path):
     flow = nf.flows.build("realnvp", 2, **small_kwargs("realnvp", {}))
     flow.save(tmp_path / "f")
