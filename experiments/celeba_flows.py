@@ -42,6 +42,7 @@ from mnist_flows import (  # noqa: E402
     mean_logit_ldj,
     relative,
     run_record,
+    warm_start,
     write_result,
 )
 
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = f"{args.data}_{args.flow}{args.tag}"
     print(f"{name}: {params:,} parameters, train {len(xtr)} (flip={args.flip}), val {len(xva)}, "
           f"test {len(xte)}", flush=True)
+    flow, before = warm_start(flow, args, name)
 
     flow.compile(tf_keras.optimizers.Adam(args.lr, global_clipnorm=args.global_clipnorm),
                  jit_compile=None if args.jit else False)
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test_faces": len(xte),
         "data_source": info.get("source"), "flow_input": info["flow_input"],
         **run_record(history, train_seconds, bpd, args),
+        **({"warm_start": before} if before else {}),
     }
     if args.dtype != "float32":  # the same weights evaluated by the float32 flow
         full = float32_copy(flow, args.flow, dims, args.seed, {"image_shape": shape, **kwargs})

@@ -100,6 +100,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, epochs: int, max_
                         "noise every epoch instead of one fixed draw (CelebA: and random "
                         "mirrors instead of the fixed mirrored copies)")
     parser.add_argument("--max-minutes", type=float, default=max_minutes)
+    parser.add_argument("--warm-start", metavar="TAG",
+                        help="start from the flow an earlier run with tag TAG (and otherwise the "
+                        "same flow options) saved under --out, with a fresh optimizer; the "
+                        "result records that run's epochs and seconds")
     parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"],
                         help="mixed_bfloat16: the flow's networks in bfloat16 (log-dets float32)")
     parser.add_argument("--no-jit", dest="jit", action="store_false",
@@ -161,6 +165,38 @@ def run_record(history: tf_keras.callbacks.History | None, train_seconds: float 
     }
 
 
+def saved_flow(path: Path, flow: nf.flows.Flow) -> nf.flows.Flow:
+    """The flow saved at ``path``, refused unless its config is ``flow``'s (the flow these
+    options build)."""
+    saved = nf.load(path)
+    if saved.get_config() != flow.get_config():
+        raise SystemExit(f"{path} does not hold the flow these options build: "
+                         f"{saved.get_config()} against {flow.get_config()}")
+    return saved
+
+
+def warm_start(flow: nf.flows.Flow, args: argparse.Namespace, name: str
+               ) -> tuple[nf.flows.Flow, dict | None]:
+    """``flow``, or with ``--warm-start TAG`` the flow of the run named ``name`` with ``args.tag``
+    replaced by TAG (loaded from ``--out``, same config), and the record of that run for the
+    result (its recorded epochs and seconds where its result JSON exists)."""
+    if args.warm_start is None:
+        return flow, None
+    source = name.removesuffix(args.tag) + args.warm_start
+    if source == name:
+        raise SystemExit("--warm-start needs a tag other than this run's --tag")
+    flow = saved_flow(Path(args.out) / source, flow)
+    record = {"from": source, "epochs_run": None, "train_seconds": None}
+    earlier = Path(args.results_dir) / f"{source}.json"
+    if earlier.is_file():
+        before = json.loads(earlier.read_text())
+        record.update(epochs_run=before.get("epochs_run"),
+                      train_seconds=before.get("train_seconds"))
+    print(f"warm start from {Path(args.out) / source} ({record['epochs_run']} epochs before)",
+          flush=True)
+    return flow, record
+
+
 def relative(path: Path) -> str:
     """``path`` relative to the checkout where it lies inside it, else as given."""
     path = Path(path).resolve()
@@ -215,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.max_shift and not args.augment:
         parser.error("--max-shift needs --augment")
+    if args.evaluate_only and args.warm_start is not None:
+        parser.error("--evaluate-only and --warm-start exclude each other")
     lr, batch_size = OPTIMISATION[args.flow]
     args.lr = lr if args.lr is None else args.lr
     args.batch_size = batch_size if args.batch_size is None else args.batch_size
@@ -240,16 +278,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"source {splits.info['source']}", flush=True)
 
     checkpoint = Path(args.out) / name
+    before = None
     if args.evaluate_only:
         history = train_seconds = None
-        saved = nf.load(checkpoint)
-        if saved.get_config() != flow.get_config():
-            raise SystemExit(f"{checkpoint} does not hold the flow these options build: "
-                             f"{saved.get_config()} against {flow.get_config()}")
-        flow = saved
+        flow = saved_flow(checkpoint, flow)
     else:
+        flow, before = warm_start(flow, args, name)
         history, train_seconds = train_flow(flow, args, splits, xtr, xva, ctr, cva, checkpoint)
-    return evaluate(flow, args, name, kwargs, params, history, train_seconds, splits)
+    return evaluate(flow, args, name, kwargs, params, history, train_seconds, splits,
+                    {"warm_start": before} if before else {})
 
 
 def train_flow(flow, args, splits, xtr, xva, ctr, cva, checkpoint):
@@ -283,9 +320,10 @@ def train_flow(flow, args, splits, xtr, xva, ctr, cva, checkpoint):
     return history, train_seconds
 
 
-def evaluate(flow, args, name, kwargs, params, history, train_seconds, splits) -> dict:
+def evaluate(flow, args, name, kwargs, params, history, train_seconds, splits, extra) -> dict:
     """Test bits/dim (given the label and marginal for a conditional flow), the float32
-    evaluation of a mixed-precision flow, the sample figure; write and return the result."""
+    evaluation of a mixed-precision flow, the sample figure; write and return the result
+    (with the entries of ``extra``)."""
     xtr, xva, xte = splits.train, splits.val, splits.test
     yte = splits.labels[2]
     eye = np.eye(10, dtype=np.float32)
@@ -299,7 +337,7 @@ def evaluate(flow, args, name, kwargs, params, history, train_seconds, splits) -
         "test_digits": len(xte), "data_source": splits.info["source"],
         "augment": ({"fresh_dequantisation": True, "max_shift": args.max_shift}
                     if args.augment else None),
-        **run_record(history, train_seconds, bpd, args),
+        **run_record(history, train_seconds, bpd, args), **extra,
     }
     if args.dtype != "float32":  # the same weights evaluated by the float32 flow
         full = float32_copy(flow, args.flow, 784, args.seed, kwargs)

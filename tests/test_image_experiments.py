@@ -64,3 +64,17 @@ def test_mnist_flows_augmented_conditional(mnist_flows, tmp_path):
     assert again["epochs_run"] is None and again["train_seconds"] is None
     with pytest.raises(SystemExit, match="does not hold the flow"):  # other options: refused
         mnist_flows.main([*args, "--evaluate-only", "--hidden-units", "3"])
+    # --warm-start: training goes on from the saved flow (at learning rate 0 it stays that
+    # flow: the same score), and the result names the run it started from.
+    more = mnist_flows.main([*args, "--warm-start", "", "--tag", "_more", "--lr", "0"])
+    assert more["test_bpd_given_label"] == pytest.approx(result["test_bpd_given_label"],
+                                                         abs=1e-4)
+    assert more["warm_start"] == {"from": "mnist_glow_cond", "epochs_run": 1,
+                                  "train_seconds": result["train_seconds"]}
+    assert (tmp_path / "out" / "mnist_glow_cond_more").is_dir()
+    with pytest.raises(SystemExit, match="does not hold the flow"):
+        mnist_flows.main([*args, "--warm-start", "", "--tag", "_x", "--hidden-units", "3"])
+    with pytest.raises(SystemExit, match="other than"):
+        mnist_flows.main([*args, "--warm-start", ""])
+    with pytest.raises(SystemExit):
+        mnist_flows.main([*args, "--warm-start", "", "--tag", "_x", "--evaluate-only"])
