@@ -532,10 +532,21 @@ class Flow(tf_keras.Model):
 
         return build(config["flow"], config["features"], **config.get("kwargs", {}))
 
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs: Any) -> dict:
+        children = super()._trackable_children(save_type, **kwargs)
+        if getattr(self, "_weights_only", False):
+            # save() writes the flow, not its training run: a compiled flow's optimizer (step
+            # count, learning rate, Adam's two moments per weight, about 2x the weights) stays
+            # out of the file. Training checkpoints (nf.training.fit) hold it on their own.
+            children.pop("optimizer", None)
+        return children
+
     def save(self, filepath: str | os.PathLike, overwrite: bool = True, **kwargs: Any) -> None:
         """Save to folder ``filepath``: ``config.json`` and a TF checkpoint (never pickle).
 
-        The folder appears complete or not at all (written under a temporary name, then renamed).
+        The checkpoint holds the weights, not the optimizer's state: resume a training run from
+        the checkpoints of ``nf.training.fit(checkpoint_dir=...)``. The folder appears complete
+        or not at all (written under a temporary name, then renamed).
 
         Raises:
             FileExistsError: If ``filepath`` exists and ``overwrite`` is False.
@@ -549,7 +560,11 @@ class Flow(tf_keras.Model):
             tmp.mkdir()
             config = {"format": _FORMAT, "version": _VERSION, **self.get_config()}
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
-            tf.train.Checkpoint(flow=self).write(str(tmp / "weights"))
+            self._weights_only = True
+            try:
+                tf.train.Checkpoint(flow=self).write(str(tmp / "weights"))
+            finally:
+                self._weights_only = False
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
@@ -609,8 +624,9 @@ def _restore(flow: Flow, path: Path) -> None:
         status.assert_existing_objects_matched()
     except AssertionError as err:
         raise ValueError(f"the weights in {path} do not match its config: {err}") from err
-    # A flow saved after fit also holds its optimizer (learning rate, step count, slots); the
-    # loaded flow is uncompiled and takes only the weights (resume training from
+    # A flow file that an older save() wrote after fit also holds the optimizer (learning
+    # rate, step count, slots; save() now leaves it out); the loaded flow is
+    # uncompiled and takes only the weights (resume training from
     # tf.train.CheckpointManager files). Reading leaves the optimizer's values pending on the
     # flow, and Keras would restore them into whatever optimizer a later compile() attaches:
     # Adam(lr) would silently train at the saved run's learning rate, from its moments. No
